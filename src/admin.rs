@@ -1,0 +1,167 @@
+//! The admin port: what Prometheus, the kubelet and operators talk to.
+//!
+//! `GET /metrics`, `GET /healthz`, `GET /readyz` (503 while draining or when the app does
+//! not accept TCP), `POST /drain`, `GET /drain` (JSON status), `GET /prestop` (starts a
+//! drain and answers only when it is over: what a kubelet `httpGet` preStop hook calls,
+//! so the app container outlives every client). State-changing endpoints require
+//! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
+//! every such request, so a rotated token takes effect without a restart.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use crate::body::{Body, full};
+use crate::drain::Trigger;
+use crate::proxy::Shared;
+
+/// Serves the admin port until the process ends.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(shared.clone(), req));
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(full(format!("{body}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    let mut resp = Response::new(full(body + "\n"));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let open = || shared.connections.len();
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(full(shared.metrics.render()));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => readyz(&shared).await,
+        (&Method::GET, "/drain") => json(StatusCode::OK, &shared.drain.status(open())),
+        (&Method::POST, "/drain") => match authorize(&shared, &req) {
+            Err(resp) => *resp,
+            Ok(()) => {
+                shared.drain.trigger(Trigger::Graceful, "POST /drain");
+                json(StatusCode::ACCEPTED, &shared.drain.status(open()))
+            }
+        },
+        (&Method::GET, "/prestop") => match authorize(&shared, &req) {
+            Err(resp) => *resp,
+            Ok(()) => {
+                shared.drain.trigger(Trigger::Graceful, "GET /prestop");
+                shared.drain.wait_done().await;
+                json(StatusCode::OK, &shared.drain.status(open()))
+            }
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/prestop") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz, /readyz, /drain, /prestop",
+        ),
+    };
+    Ok(resp)
+}
+
+async fn readyz(shared: &Shared) -> Response<Body> {
+    if shared.drain.is_draining() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+    }
+    let upstream = shared.opts.upstream;
+    match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => text(StatusCode::OK, "ok"),
+        Ok(Err(e)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("upstream {upstream} does not accept connections: {e}"),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("upstream {upstream} did not accept a connection within 1s"),
+        ),
+    }
+}
+
+/// Checks the bearer token when a token file is configured.
+fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    let Some(path) = &shared.opts.admin_token_file else {
+        return Ok(());
+    };
+    let expected = match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        Ok(_) | Err(_) => {
+            warn!(path = %path.display(), "admin token file is unreadable or empty; refusing");
+            return Err(Box::new(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "admin token file is unreadable or empty",
+            )));
+        }
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => {
+            let mut resp = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            resp.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            Err(Box::new(resp))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

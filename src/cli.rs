@@ -1,0 +1,199 @@
+//! Command-line interface: the verbs of the product brief and their flags.
+//!
+//! Every flag has an environment twin `WSDRAIN_<FLAG_NAME>` so the same settings work
+//! from a pod spec's `env:` and from a shell. Values are checked here, at the edge, so
+//! the layers below receive plain, valid data.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// wsdrain: a WebSocket sidecar that ends reconnect storms.
+#[derive(Debug, Parser)]
+#[command(name = "wsdrain", version, about, long_about = None)]
+pub struct Cli {
+    /// The verb to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs of the brief, plus `demo` for a first look without a cluster.
+// Parsed once per process: the size difference between verbs costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar proxy (HTTP/1.1 + WebSocket relay, admin port, drain on SIGTERM).
+    Proxy(ProxyOptions),
+    /// Ask a running sidecar to drain; with --wait, until it is done.
+    Drain(DrainOptions),
+    /// Inject the sidecar into Kubernetes YAML.
+    Inject,
+    /// Serve the mutating admission webhook.
+    Webhook,
+    /// Run a demo on this machine: app, sidecar, clients, a drain, and the numbers.
+    Demo(DemoOptions),
+    /// Print version and build information.
+    Version,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Logging flags shared by the long-running verbs.
+#[derive(Debug, Clone, Args)]
+pub struct LogOptions {
+    /// Log format.
+    #[arg(long, env = "WSDRAIN_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `wsdrain=debug`.
+    #[arg(long, env = "WSDRAIN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Settings of `wsdrain proxy`; also the settings the injector writes into pod specs.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyOptions {
+    /// Address clients connect to.
+    #[arg(long, env = "WSDRAIN_LISTEN", default_value = "0.0.0.0:15080")]
+    pub listen: SocketAddr,
+    /// The app in the same pod.
+    #[arg(long, env = "WSDRAIN_UPSTREAM", default_value = "127.0.0.1:8080")]
+    pub upstream: SocketAddr,
+    /// Admin address: metrics, health, readiness, drain.
+    #[arg(long, env = "WSDRAIN_ADMIN", default_value = "0.0.0.0:15090")]
+    pub admin: SocketAddr,
+    /// Most WebSocket connections at once; upgrades over it get 503 + Retry-After.
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    #[arg(long, env = "WSDRAIN_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = parse_header_size)]
+    pub max_header_size: usize,
+    /// Time a client has to send its request head, and the app to answer an upgrade.
+    #[arg(long, env = "WSDRAIN_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Largest WebSocket message relayed (either direction); larger ends the connection
+    /// with close 1009. 0 = no limit.
+    #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_message_size: u64,
+    /// Time to wait for the app to accept a TCP connection.
+    #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Announce phase of a drain: /readyz is 503, traffic is still served.
+    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Window over which the open connections are closed, evenly spread.
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+    /// Most closes per second during a drain (stretches the window); 0 = no limit.
+    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub drain_max_rate: f64,
+    /// After the window, time left for close handshakes before the rest is cut.
+    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Close code sent to clients when draining (1012 = Service Restart).
+    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
+    pub close_code: u16,
+    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
+    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_jitter: Duration,
+    /// File holding the bearer token required by POST /drain and GET /prestop.
+    #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogOptions,
+}
+
+/// Settings of `wsdrain drain`.
+#[derive(Debug, Clone, Args)]
+pub struct DrainOptions {
+    /// Base URL of the sidecar's admin port.
+    #[arg(
+        long,
+        env = "WSDRAIN_ADMIN_URL",
+        default_value = "http://127.0.0.1:15090"
+    )]
+    pub admin: String,
+    /// Block until the drain is over (exit 0) or failed (exit 1).
+    #[arg(long, env = "WSDRAIN_WAIT")]
+    pub wait: bool,
+    /// File holding the admin bearer token.
+    #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Settings of `wsdrain demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoOptions {
+    /// Clients to connect.
+    #[arg(long, env = "WSDRAIN_CLIENTS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub clients: u32,
+    /// Drain window of the staggered run.
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+}
+
+/// Parses a human duration (`30s`, `500ms`, `1m`, or `0`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration such as 30s or 500ms ({e})"))
+}
+
+/// Parses a byte size: a number with an optional KiB/MiB/GiB (or K/M/G) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 65536, 64KiB or 16MiB".to_string())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "size is too large".to_string())
+}
+
+fn parse_header_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if !(8192..=1 << 20).contains(&n) {
+        return Err("must be between 8KiB and 1MiB".into());
+    }
+    Ok(n as usize)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("expected a number of closes per second, 0 for no limit".into()),
+    }
+}
+
+/// Close codes an endpoint may send (RFC 6455 §7.4): 1000-1003, 1007-1014, 3000-4999.
+fn parse_close_code(s: &str) -> Result<u16, String> {
+    let code: u16 = s
+        .trim()
+        .parse()
+        .map_err(|_| "expected a close code such as 1012".to_string())?;
+    match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => Ok(code),
+        _ => Err(format!(
+            "{code} may not be sent in a close frame (use 1000-1003, 1007-1014 or 3000-4999)"
+        )),
+    }
+}

@@ -1,0 +1,20 @@
+//! wsdrain: a per-pod WebSocket sidecar that ends reconnect storms.
+//!
+//! The binary's verbs live in `main.rs`; this library holds the parts, each in a module
+//! named for the one thing it does.
+
+pub mod admin;
+pub mod body;
+pub mod buffer_pool;
+pub mod cli;
+pub mod connections;
+pub mod drain;
+pub mod drain_client;
+pub mod frame_tracker;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod relay;
+pub mod sidecar;
+pub mod signals;

@@ -1,0 +1,32 @@
+//! Listening sockets, set up with socket2 the way a busy sidecar needs them.
+//!
+//! A rolling update reconnects thousands of clients within seconds, so the accept
+//! backlog is raised well above the default; `SO_REUSEADDR` lets a restarted sidecar
+//! bind at once while old connections linger in TIME_WAIT.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+
+/// Accept backlog for the listening sockets.
+const BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking TCP listener on `addr`.
+pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .with_context(|| format!("creating the {what} socket"))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding the {what} address {addr}"))?;
+    socket
+        .listen(BACKLOG)
+        .with_context(|| format!("listening on the {what} address {addr}"))?;
+    TcpListener::from_std(socket.into()).with_context(|| format!("registering the {what} socket"))
+}

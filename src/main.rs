@@ -1,0 +1,75 @@
+//! The `wsdrain` binary: parses the command line and dispatches to a verb.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wsdrain::cli::{Cli, Command};
+use wsdrain::{drain_client, logging, sidecar};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli_error(e),
+    };
+    match cli.command {
+        Command::Proxy(opts) => {
+            logging::init(&opts.log);
+            finish(runtime().and_then(|rt| rt.block_on(sidecar::run(opts))))
+        }
+        Command::Drain(opts) => {
+            finish(runtime().and_then(|rt| rt.block_on(drain_client::run(opts))))
+        }
+        Command::Inject | Command::Webhook | Command::Demo(_) => {
+            eprintln!("wsdrain: this verb is not built yet");
+            ExitCode::from(2)
+        }
+        Command::Version => {
+            println!(
+                "wsdrain {} ({} {})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsdrain: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go to stdout as clap prints them; any other parse error becomes one
+/// line naming the flag and what is wrong, with exit code 2.
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = e.render().to_string();
+    let line = rendered
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("error: invalid command line")
+        .trim_start_matches("error: ");
+    eprintln!("wsdrain: {line} (see wsdrain --help)");
+    ExitCode::from(2)
+}

@@ -1,0 +1,238 @@
+//! Prometheus metrics with the names fixed by the product brief.
+//!
+//! The HPA adapter rule, the alerts and the dashboard under `deploy/` query these exact
+//! names, so they are a contract. Label children used on the hot path are resolved
+//! once here; a relay adds its counts with one atomic add per read, not per frame.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Direction label values.
+pub const CLIENT_TO_APP: &str = "client_to_app";
+/// Direction label values.
+pub const APP_TO_CLIENT: &str = "app_to_client";
+
+/// Counters for one direction, resolved once.
+#[derive(Clone)]
+pub struct DirectionMetrics {
+    /// Complete data messages relayed.
+    pub messages: IntCounter,
+    /// Wire bytes relayed.
+    pub bytes: IntCounter,
+    /// Data frames that could not be delivered because the receiver had closed.
+    pub dropped_frames: IntCounter,
+}
+
+/// Every metric wsdrain exports, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `websocket_connections_active`: the number the HPA scales on.
+    pub active: IntGauge,
+    /// `websocket_connections_total`: upgrades completed.
+    pub total: IntCounter,
+    /// client → app counters.
+    pub client_to_app: DirectionMetrics,
+    /// app → client counters.
+    pub app_to_client: DirectionMetrics,
+    /// `websocket_errors_total{kind}`.
+    pub errors: IntCounterVec,
+    /// `websocket_connection_duration_seconds`.
+    pub duration: Histogram,
+    /// `websocket_close_total{code,initiator}`.
+    pub closes: IntCounterVec,
+    /// `wsdrain_draining`: 1 from the drain trigger on.
+    pub draining: IntGauge,
+    /// `wsdrain_drain_remaining_connections`.
+    pub drain_remaining: IntGauge,
+    /// `wsdrain_drain_closed_total`: connections closed by a drain (schedule or deadline).
+    pub drain_closed: IntCounter,
+    /// `wsdrain_upgrades_rejected_total{reason}`.
+    pub upgrades_rejected: IntCounterVec,
+    /// `wsdrain_http_requests_total{code}`: plain HTTP requests proxied.
+    pub http_requests: IntCounterVec,
+    /// `wsdrain_drain_progress_ratio`: closed / connections at stagger start.
+    pub drain_progress: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers all metrics, plus process metrics on Linux.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(c)
+                .expect("metric names are fixed and unique");
+        };
+        let active = IntGauge::new(
+            "websocket_connections_active",
+            "WebSocket connections open through this sidecar.",
+        )
+        .expect("valid metric");
+        reg(Box::new(active.clone()));
+        let total = IntCounter::new(
+            "websocket_connections_total",
+            "WebSocket connections established (101 relayed).",
+        )
+        .expect("valid metric");
+        reg(Box::new(total.clone()));
+        let messages = IntCounterVec::new(
+            Opts::new(
+                "websocket_messages_total",
+                "WebSocket data messages relayed.",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        reg(Box::new(messages.clone()));
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "websocket_bytes_total",
+                "WebSocket bytes relayed (frames on the wire).",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        reg(Box::new(bytes.clone()));
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_dropped_frames_total",
+                "Data frames not delivered because the receiving side had already closed.",
+            ),
+            &["direction"],
+        )
+        .expect("valid metric");
+        reg(Box::new(dropped.clone()));
+        let errors = IntCounterVec::new(
+            Opts::new("websocket_errors_total", "Errors by kind."),
+            &["kind"],
+        )
+        .expect("valid metric");
+        reg(Box::new(errors.clone()));
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "websocket_connection_duration_seconds",
+                "Lifetime of WebSocket connections.",
+            )
+            .buckets(vec![
+                0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+            ]),
+        )
+        .expect("valid metric");
+        reg(Box::new(duration.clone()));
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "websocket_close_total",
+                "WebSocket connections closed, by first close code and who sent it (client, app, proxy).",
+            ),
+            &["code", "initiator"],
+        )
+        .expect("valid metric");
+        reg(Box::new(closes.clone()));
+        let draining =
+            IntGauge::new("wsdrain_draining", "1 while the sidecar drains.").expect("valid metric");
+        reg(Box::new(draining.clone()));
+        let drain_remaining = IntGauge::new(
+            "wsdrain_drain_remaining_connections",
+            "Connections still open during a drain.",
+        )
+        .expect("valid metric");
+        reg(Box::new(drain_remaining.clone()));
+        let drain_closed = IntCounter::new(
+            "wsdrain_drain_closed_total",
+            "Connections closed by a drain.",
+        )
+        .expect("valid metric");
+        reg(Box::new(drain_closed.clone()));
+        let upgrades_rejected = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_upgrades_rejected_total",
+                "WebSocket upgrades refused by wsdrain, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(upgrades_rejected.clone()));
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_http_requests_total",
+                "Plain HTTP requests proxied, by status class.",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        reg(Box::new(http_requests.clone()));
+        let drain_progress = Gauge::new(
+            "wsdrain_drain_progress_ratio",
+            "Share of the connections open at stagger start that are closed.",
+        )
+        .expect("valid metric");
+        reg(Box::new(drain_progress.clone()));
+        #[cfg(target_os = "linux")]
+        reg(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+
+        let direction = |d: &str| DirectionMetrics {
+            messages: messages.with_label_values(&[d]),
+            bytes: bytes.with_label_values(&[d]),
+            dropped_frames: dropped.with_label_values(&[d]),
+        };
+        Metrics {
+            client_to_app: direction(CLIENT_TO_APP),
+            app_to_client: direction(APP_TO_CLIENT),
+            registry,
+            active,
+            total,
+            errors,
+            duration,
+            closes,
+            draining,
+            drain_remaining,
+            drain_closed,
+            upgrades_rejected,
+            http_requests,
+            drain_progress,
+        }
+    }
+
+    /// Counts an error of a fixed `kind`.
+    pub fn error(&self, kind: &'static str) {
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a close by its first close frame.
+    pub fn close(&self, code: Option<u16>, initiator: &'static str) {
+        self.closes
+            .with_label_values(&[&close_code_label(code), initiator])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keeps the `code` label bounded: the registered codes exactly, the private ranges
+/// folded to `3xxx`/`4xxx`, `none` for a close without code, `invalid` for the rest.
+fn close_code_label(code: Option<u16>) -> String {
+    match code {
+        None => "none".into(),
+        Some(c @ 1000..=1015) => c.to_string(),
+        Some(3000..=3999) => "3xxx".into(),
+        Some(4000..=4999) => "4xxx".into(),
+        Some(_) => "invalid".into(),
+    }
+}

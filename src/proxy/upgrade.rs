@@ -1,0 +1,194 @@
+//! The WebSocket upgrade path: forward the handshake to the app unchanged, hand the
+//! app's answer back as it is, and after a 101 start the relay on the raw sockets.
+//!
+//! The handshake is relayed, not re-done: subprotocols, extensions (permessage-deflate),
+//! cookies and auth headers stay end-to-end, and a 401 or 404 from the app reaches the
+//! client untouched. Limits are checked before the app is contacted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1 as client_http1;
+use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::{Request, Response, StatusCode, body::Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tracing::{Instrument, Span, debug, warn};
+
+use super::{Shared, answer, headers};
+use crate::body::{Body, empty};
+use crate::connections::Registration;
+use crate::relay::{self, Ending};
+
+/// Handles one upgrade request from `peer`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    id: u64,
+) -> Response<Body> {
+    let m = &shared.metrics;
+    if shared.drain.rejects_upgrades() {
+        m.upgrades_rejected.with_label_values(&["draining"]).inc();
+        let mut resp = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "wsdrain: this pod is draining; reconnect to another one".into(),
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
+    let max = shared.opts.max_connections as usize;
+    let Some(registration) = shared.connections.register(id, max) else {
+        m.upgrades_rejected
+            .with_label_values(&["max_connections"])
+            .inc();
+        let mut resp = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("wsdrain: connection limit ({max}) reached"),
+        );
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    };
+    let client_upgrade = hyper::upgrade::on(&mut req);
+
+    let upstream = shared.opts.upstream;
+    let stream = match timeout(shared.opts.connect_timeout, TcpStream::connect(upstream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return upstream_failed(&shared, format!("unreachable: {e}")),
+        Err(_) => return upstream_failed(&shared, "did not accept the connection in time".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = match client_http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+    {
+        Ok(pair) => pair,
+        Err(e) => return upstream_failed(&shared, format!("handshake failed: {e}")),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(error = %e, "upstream handshake connection ended with an error");
+        }
+    });
+
+    let (mut parts, body) = req.into_parts();
+    headers::add_forwarded(&mut parts.headers, peer);
+    let upstream_req = Request::from_parts(parts, body.boxed());
+    let mut resp = match timeout(
+        shared.opts.handshake_timeout,
+        sender.send_request(upstream_req),
+    )
+    .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return upstream_failed(&shared, format!("failed during the handshake: {e}")),
+        Err(_) => {
+            m.upgrades_rejected
+                .with_label_values(&["upstream_timeout"])
+                .inc();
+            m.error("upstream_timeout");
+            return answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("wsdrain: upstream {upstream} did not answer the upgrade in time"),
+            );
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // 401, 404, 426...: the app's answer, as it is.
+        debug!(status = %resp.status(), "app refused the upgrade");
+        return resp.map(|b| b.boxed());
+    }
+    let app_upgrade = hyper::upgrade::on(&mut resp);
+    let (parts, _) = resp.into_parts();
+    tokio::spawn(
+        relay_when_upgraded(shared.clone(), registration, client_upgrade, app_upgrade)
+            .instrument(Span::current()),
+    );
+    Response::from_parts(parts, empty())
+}
+
+fn upstream_failed(shared: &Shared, why: String) -> Response<Body> {
+    let upstream = shared.opts.upstream;
+    warn!(%upstream, "{why}");
+    shared
+        .metrics
+        .upgrades_rejected
+        .with_label_values(&["upstream_unavailable"])
+        .inc();
+    shared.metrics.error("upstream_connect");
+    answer(
+        StatusCode::BAD_GATEWAY,
+        format!("wsdrain: upstream {upstream} {why}"),
+    )
+}
+
+/// Takes the raw TCP stream and the bytes hyper read ahead out of an upgrade.
+fn raw_parts(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
+async fn relay_when_upgraded(
+    shared: Arc<Shared>,
+    registration: Registration,
+    client: OnUpgrade,
+    app: OnUpgrade,
+) {
+    let (client, app) = match tokio::join!(client, app) {
+        (Ok(c), Ok(a)) => (c, a),
+        (c, a) => {
+            debug!(
+                client_ok = c.is_ok(),
+                app_ok = a.is_ok(),
+                "upgrade did not complete"
+            );
+            return;
+        }
+    };
+    let (Some((client, client_early)), Some((app, app_early))) =
+        (raw_parts(client), raw_parts(app))
+    else {
+        warn!("upgraded connection is not a TCP stream");
+        return;
+    };
+    let m = &shared.metrics;
+    m.total.inc();
+    m.active.inc();
+    let started = Instant::now();
+    debug!("websocket open");
+    let handle = registration.handle.clone();
+    let ending = relay::run(
+        client,
+        client_early,
+        app,
+        app_early,
+        &handle,
+        &shared.relay,
+        m,
+    )
+    .await;
+    m.active.dec();
+    m.duration.observe(started.elapsed().as_secs_f64());
+    if ending == Ending::TimedOut {
+        m.error("close_timeout");
+    }
+    drop(registration);
+    shared
+        .drain
+        .connection_ended(handle.command(), shared.connections.len(), m);
+    debug!(
+        ?ending,
+        secs = started.elapsed().as_secs_f64(),
+        "websocket closed"
+    );
+}

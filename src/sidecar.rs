@@ -1,0 +1,85 @@
+//! `wsdrain proxy`: wires the client listener, the admin port, the drain controller and
+//! the signal handlers into one process, and decides when it exits.
+//!
+//! The process exits 0 once a signal-triggered drain is over, and never later than
+//! delay + stagger + close timeout + 1 s after the signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use crate::cli::ProxyOptions;
+use crate::drain::{self, Drain, DrainSettings, scheduler};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Shared};
+use crate::{admin, listener, signals};
+
+/// Runs the sidecar until a signal-triggered drain is over.
+pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
+    let client_listener = listener::bind(opts.listen, "listen")?;
+    let admin_listener = listener::bind(opts.admin, "admin")?;
+    warn_about_fd_limit(opts.max_connections);
+    let metrics = Metrics::new();
+    let drain_state = Arc::new(Drain::default());
+    let exit = signals::install(drain_state.clone())?;
+    let settings = DrainSettings {
+        delay: opts.drain_delay,
+        window: opts.drain_window,
+        max_rate: opts.drain_max_rate,
+        close_timeout: opts.close_timeout,
+        reconnect_jitter: opts.reconnect_jitter,
+    };
+    let shared = Shared::new(opts, metrics.clone(), drain_state.clone());
+    tokio::spawn(proxy::serve(shared.clone(), client_listener));
+    tokio::spawn(admin::serve(shared.clone(), admin_listener));
+    tokio::spawn(drain::run(
+        drain_state.clone(),
+        shared.connections.clone(),
+        settings.clone(),
+        metrics,
+    ));
+    info!(
+        listen = %shared.opts.listen,
+        upstream = %shared.opts.upstream,
+        admin = %shared.opts.admin,
+        "wsdrain proxy ready"
+    );
+
+    let mut exit = exit;
+    let _ = exit.wait_for(|signalled| *signalled).await;
+    let open = shared.connections.len();
+    let bound = settings.delay
+        + scheduler::stagger_length(open, settings.window, settings.max_rate)
+        + settings.close_timeout
+        + Duration::from_secs(1);
+    if timeout(bound, drain_state.wait_done()).await.is_err() {
+        warn!(?bound, "drain did not finish in time; exiting anyway");
+    }
+    info!("wsdrain proxy exiting");
+    Ok(())
+}
+
+/// Each WebSocket takes two descriptors (client and app); say so at start-up when the
+/// limit cannot hold `--max-connections`.
+fn warn_about_fd_limit(max_connections: u32) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    let needed = u64::from(max_connections) * 2 + 64;
+    match soft {
+        Some(soft) if soft < needed => warn!(
+            fd_limit = soft,
+            needed,
+            "the open-file limit is below what --max-connections needs (2 per connection); raise it or lower --max-connections"
+        ),
+        Some(soft) => info!(fd_limit = soft, "open-file limit"),
+        None => {}
+    }
+}
