@@ -84,6 +84,14 @@ pub fn run_child_mode() -> bool {
             runtime().block_on(echo_app(port));
             true
         }
+        Some("__load") => {
+            // For profiling: `<bench> __load PORT CONNS SIZE SECONDS`.
+            let n = |i: usize| args[i].parse::<usize>().expect("number");
+            let (port, conns, size, secs) = (n(2) as u16, n(3), n(4), n(5));
+            let (rt_s, _) = runtime().block_on(load_for(port, conns, size, Duration::from_secs(secs as u64)));
+            println!("{rt_s:.0} round trips/s");
+            true
+        }
         Some("__tcp-relay") => {
             let listen: u16 = args[2].parse().expect("port");
             let upstream: u16 = args[3].parse().expect("port");
@@ -156,11 +164,16 @@ pub async fn accept_upgrade(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(rest)
 }
 
+thread_local! {
+    /// The echo app's read buffer: one per worker thread, so an idle connection holds
+    /// none and a busy one allocates nothing per message.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 128 * 1024]);
+}
+
 async fn echo_conn(mut sock: TcpStream) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
     let mut inbuf = accept_upgrade(&mut sock).await?;
     let mut out: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 0];
     loop {
         // Parse every complete frame in `inbuf`.
         let mut pos = 0;
@@ -175,9 +188,12 @@ async fn echo_conn(mut sock: TcpStream) -> std::io::Result<()> {
                 unmask(payload, m);
             }
             let reply_op = match op {
-                0x9 => 0xA,         // ping -> pong
-                0xA => 0xFF,        // pong: ignore
-                0x8 => { closing = true; 0x8 }
+                0x9 => 0xA,  // ping -> pong
+                0xA => 0xFF, // pong: ignore
+                0x8 => {
+                    closing = true;
+                    0x8
+                }
                 other => other,
             };
             if reply_op != 0xFF {
@@ -189,33 +205,39 @@ async fn echo_conn(mut sock: TcpStream) -> std::io::Result<()> {
                 break;
             }
         }
-        inbuf.drain(..pos);
+        if pos == inbuf.len() {
+            inbuf.clear();
+        } else if pos > 0 {
+            inbuf.drain(..pos);
+        }
         if !out.is_empty() {
             sock.write_all(&out).await?;
             out.clear();
-            if out.capacity() > 1 << 20 {
-                out = Vec::new();
-            }
+        }
+        if out.capacity() > 4096 {
+            out = Vec::new();
+        }
+        if inbuf.is_empty() && inbuf.capacity() > 4096 {
+            inbuf = Vec::new();
         }
         if closing {
             let _ = sock.shutdown().await;
             return Ok(());
         }
-        // Read more: a small buffer while idle, grown for big frames.
         sock.readable().await?;
-        if chunk.is_empty() {
-            chunk = vec![0u8; 80 * 1024];
-        }
-        match sock.try_read(&mut chunk) {
+        let r = READ_BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            let r = sock.try_read(&mut b);
+            if let Ok(n) = r {
+                inbuf.extend_from_slice(&b[..n]);
+            }
+            r
+        });
+        match r {
             Ok(0) => return Ok(()),
-            Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
-        }
-        if inbuf.is_empty() {
-            // Idle again: give the read buffer back so idle connections stay small.
-            chunk = Vec::new();
-            inbuf = Vec::new();
         }
     }
 }
@@ -332,6 +354,36 @@ pub async fn ws_connect(port: u16) -> std::io::Result<(TcpStream, Vec<u8>)> {
     Ok((sock, rest))
 }
 
+/// A plain echo load without latency bookkeeping (profiling helper): round trips/s.
+pub async fn load_for(port: u16, conns: usize, size: usize, dur: Duration) -> (f64, u64) {
+    let frame = std::sync::Arc::new(client_frame(size));
+    let resp = echo_len(size);
+    let end = Instant::now() + dur;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let frame = frame.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok((mut s, _)) = ws_connect(port).await else {
+                return 0u64;
+            };
+            let mut buf = vec![0u8; resp];
+            let mut n = 0;
+            while Instant::now() < end {
+                if s.write_all(&frame).await.is_err() || s.read_exact(&mut buf).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    (total as f64 / dur.as_secs_f64(), total)
+}
+
 // ---------------------------------------------------------------------------------------
 // The plain relay: tokio copy_bidirectional, the ceiling for any passthrough relay.
 
@@ -366,6 +418,13 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, dir: Option<PathBuf>) -> Proc {
         cmd.process_group(0).stdin(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; the child dies with the bench process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         if std::env::var_os("WSDRAIN_BENCH_VERBOSE").is_none() {
             cmd.stdout(Stdio::null());
         }
