@@ -250,7 +250,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut md = format!(
-        "| contender | peak reconnects / 100 ms | peak ÷ even rate ({even:.0}) | time to empty s | close codes clients saw | hint in reason |\n|---|---:|---:|---:|---|---:|\n"
+        "| contender | peak reconnects / 100 ms at the neighbour | peak ÷ even rate ({even:.0}) | peak dial attempts / 100 ms | time to empty s | close codes clients saw | reconnect hint in reason |\n|---|---:|---:|---:|---:|---|---:|\n"
     );
     let mut failed = false;
     for c in contenders(nginx, haproxy) {
@@ -258,10 +258,30 @@ fn main() {
         let mut proc = (c.start)(port, app, &s);
         rt.block_on(wait_ready(port, c.name));
         let r = rt.block_on(async {
-            let nlisten = TcpListener::bind(addr(0)).await.unwrap();
+            // A deep accept queue (the kernel caps it at net.core.somaxconn), so the
+            // neighbour's own backlog does not flatten the spike it is there to measure.
+            let nsock = tokio::net::TcpSocket::new_v4().unwrap();
+            nsock.bind(addr(0)).unwrap();
+            let nlisten = nsock.listen(8192).unwrap();
             let nport = nlisten.local_addr().unwrap().port();
             let seen = Arc::new(Mutex::new(Vec::new()));
             let ntask = tokio::spawn(neighbour(nlisten, seen.clone()));
+            // Stall monitor: how late a 10 ms tick of this (measuring) process ever was,
+            // to tell a stall of the bench itself from a burst of the contender.
+            let stall = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mtask = {
+                let stall = stall.clone();
+                tokio::spawn(async move {
+                    let mut next = Instant::now();
+                    loop {
+                        next += Duration::from_millis(10);
+                        tokio::time::sleep_until(next.into()).await;
+                        let late = Instant::now().saturating_duration_since(next).as_millis() as u64;
+                        stall.fetch_max(late, Ordering::Relaxed);
+                        next = next.max(Instant::now());
+                    }
+                })
+            };
             let gate = Arc::new(Semaphore::new(200));
             let connected = Arc::new(AtomicUsize::new(0));
             let (done_tx, done) = watch::channel(false);
@@ -278,6 +298,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             // The pod is going away.
             let t0 = Instant::now();
+            stall.store(0, Ordering::Relaxed);
             proc.signal(c.signal);
             // Bounded: everything must be over by window + close timeout + margin.
             let deadline = t0 + s.window + s.close_timeout + Duration::from_secs(10);
@@ -297,10 +318,11 @@ fn main() {
                 }
             }
             ntask.abort();
+            mtask.abort();
             let seen = seen.lock().unwrap().clone();
-            (t0, n_connected, outcomes, seen, exited)
+            (t0, n_connected, outcomes, seen, exited, stall.load(Ordering::Relaxed))
         });
-        let (t0, n_connected, outcomes, seen, exited) = r;
+        let (t0, n_connected, outcomes, seen, exited, stall_ms) = r;
         // Reconnects per 100 ms from 0.5 s before the signal.
         let pre = Duration::from_millis(500);
         let origin = t0 - pre;
@@ -312,6 +334,14 @@ fn main() {
             bins[i.min(nbins - 1)] += 1;
         }
         let peak = bins.iter().copied().max().unwrap_or(0);
+        // Dial attempts: when each client was closed and started to reconnect (the demand
+        // the neighbour faces, before its accept queue smooths anything).
+        let mut dials = vec![0u64; nbins];
+        for (_, at) in &outcomes {
+            let i = (at.saturating_duration_since(origin).as_millis() / BIN.as_millis()) as usize;
+            dials[i.min(nbins - 1)] += 1;
+        }
+        let dial_peak = dials.iter().copied().max().unwrap_or(0);
         let peak_at = bins.iter().position(|&b| b == peak).unwrap_or(0) as f64 * 0.1 - 0.5;
         let empty = outcomes
             .iter()
@@ -333,7 +363,7 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ");
         eprintln!(
-            "{:<26} connected {n_connected}/{}, peak {peak}/100ms at {peak_at:+.1}s, empty after {empty:.2}s, reconnects {}, exited {exited}, codes {code_text}",
+            "{:<26} connected {n_connected}/{}, peak {peak}/100ms at {peak_at:+.1}s, empty after {empty:.2}s, reconnects {}, exited {exited}, bench stall max {stall_ms} ms, codes {code_text}",
             c.name,
             s.clients,
             seen.len()
@@ -342,7 +372,7 @@ fn main() {
             failed = true;
         }
         md += &format!(
-            "| {} | {peak} | {:.2} | {empty:.2} | {code_text} | {hints} |\n",
+            "| {} | {peak} | {:.2} | {dial_peak} | {empty:.2} | {code_text} | {hints} |\n",
             c.name,
             peak as f64 / even
         );
@@ -357,10 +387,13 @@ fn main() {
             "drain_window_configured": c.spread,
             "time_to_empty_s": empty,
             "process_exited": exited,
+            "bench_max_stall_ms": stall_ms,
             "close_codes": codes,
             "closes_with_reconnect_hint": hints,
             "series_start_s": -pre.as_secs_f64(),
             "series_per_100ms": bins,
+            "peak_dial_attempts_per_100ms": dial_peak,
+            "dial_attempts_per_100ms": dials,
         }));
         drop(proc);
         std::thread::sleep(Duration::from_millis(300));

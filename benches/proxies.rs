@@ -90,6 +90,8 @@ struct Load {
     elapsed: Duration,
     lat_ns: Vec<u32>,
     errors: u64,
+    /// CPU seconds the contender's processes used during the run (None for direct).
+    cpu: Option<f64>,
 }
 
 /// `conns` connections, each sending `size`-byte messages and waiting for the echo,
@@ -257,7 +259,15 @@ fn main() {
             for i in 0..n {
                 let k = kinds[(i + round) % n];
                 let port = procs[&k].1;
-                let l = rt.block_on(echo_load(port, *conns, *size, s.warmup, s.measure));
+                let cpu0 = procs[&k].0.as_ref().map(Proc::cpu_secs);
+                let t0 = Instant::now();
+                let mut l = rt.block_on(echo_load(port, *conns, *size, s.warmup, s.measure));
+                // CPU used per round trip, over the whole run (warm-up included).
+                let all_rt = l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
+                l.cpu = cpu0.map(|c0| {
+                    let used = procs[&k].0.as_ref().map(Proc::cpu_secs).unwrap_or(0.0) - c0;
+                    used / all_rt.max(1.0) * l.round_trips as f64
+                });
                 eprintln!(
                     "round {} {name:<10} {:<9} {:>9.0} rt/s {:>8.1} MB/s errors {}",
                     round + 1,
@@ -272,6 +282,9 @@ fn main() {
                 e.elapsed += l.elapsed;
                 e.lat_ns.extend(l.lat_ns);
                 e.errors += l.errors;
+                if let Some(c) = l.cpu {
+                    *e.cpu.get_or_insert(0.0) += c;
+                }
                 // Let the connections of this run close before the next one.
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -327,9 +340,9 @@ fn main() {
             size
         );
         if large {
-            md += "| contender | MB/s | ratio to direct | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|\n";
+            md += "| contender | MB/s | ratio to direct | p50 ms | p99 ms | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|\n";
         } else {
-            md += "| contender | round trips/s | ratio to direct | p50 µs | p99 µs | p99.9 µs | errors |\n|---|---:|---:|---:|---:|---:|---:|\n";
+            md += "| contender | round trips/s | ratio to direct | p50 µs | p99 µs | p99.9 µs | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
         }
         for &k in &kinds {
             let Some(l) = results.get_mut(&(name.clone(), k)) else {
@@ -340,9 +353,11 @@ fn main() {
             let mbs = l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6;
             let ratio = d_rate.map(|d| rate / d).unwrap_or(f64::NAN);
             let (p50, p99, p999) = (pct(&l.lat_ns, 0.5), pct(&l.lat_ns, 0.99), pct(&l.lat_ns, 0.999));
+            let cpu_us = l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64);
+            let cpu_txt = cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "–".into());
             if large {
                 md += &format!(
-                    "| {} | {mbs:.0} | {ratio:.2} | {:.2} | {:.2} | {} |\n",
+                    "| {} | {mbs:.0} | {ratio:.2} | {:.2} | {:.2} | {cpu_txt} | {} |\n",
                     k.name(),
                     p50 / 1000.0,
                     p99 / 1000.0,
@@ -350,7 +365,7 @@ fn main() {
                 );
             } else {
                 md += &format!(
-                    "| {} | {rate:.0} | {ratio:.2} | {p50:.0} | {p99:.0} | {p999:.0} | {} |\n",
+                    "| {} | {rate:.0} | {ratio:.2} | {p50:.0} | {p99:.0} | {p999:.0} | {cpu_txt} | {} |\n",
                     k.name(),
                     l.errors
                 );
@@ -360,6 +375,7 @@ fn main() {
                 "contender": k.name(), "round_trips_per_s": rate, "mb_per_s": mbs,
                 "ratio_to_direct": ratio, "p50_us": p50, "p99_us": p99, "p999_us": p999,
                 "samples": l.lat_ns.len(), "errors": l.errors,
+                "proxy_cpu_us_per_round_trip": cpu_us,
             }));
         }
     }

@@ -454,6 +454,11 @@ impl Proc {
         group_rss_kib(self.pid())
     }
 
+    /// CPU time (user + system, seconds) used so far by every live process in the group.
+    pub fn cpu_secs(&self) -> f64 {
+        group_cpu_secs(self.pid())
+    }
+
     /// Waits up to `limit` for the process to exit; true if it did.
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
@@ -478,6 +483,46 @@ impl Drop for Proc {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Pids of the live processes in process group `pgid`.
+fn group_pids(pgid: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| stat[i + 1..].to_string()) else {
+            continue;
+        };
+        let pgrp = after.split_whitespace().nth(2).and_then(|f| f.parse::<i32>().ok());
+        if pgrp == Some(pgid) {
+            out.push((pid, after));
+        }
+    }
+    out
+}
+
+pub fn group_cpu_secs(pgid: i32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    group_pids(pgid)
+        .iter()
+        .map(|(_, after)| {
+            // After ")": state(0) ppid pgrp session tty tpgid flags minflt cminflt majflt
+            // cmajflt utime(11) stime(12).
+            let f: Vec<&str> = after.split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            (t(11) + t(12)) / hz
+        })
+        .sum()
 }
 
 fn group_rss_kib(pgid: i32) -> u64 {
