@@ -179,7 +179,13 @@ async fn idle_rss(port: u16, proc: &Proc, n: usize) -> (f64, u64, u64) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = proc.rss_kib();
     let mut socks = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+    // Connections are opened 200 at a time (WSDRAIN_BENCH_CONNECT_BATCH to change).
+    let batch = std::env::var("WSDRAIN_BENCH_CONNECT_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200usize)
+        .max(1);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(batch) {
         let futs: Vec<_> = chunk.iter().map(|_| ws_connect(port)).collect();
         for r in futures_util::future::join_all(futs).await {
             socks.push(r.expect("idle connect").0);
@@ -252,7 +258,10 @@ fn main() {
         ("large_64k".to_string(), s.big_conns, 64 * 1024),
     ];
     let mut results: BTreeMap<(String, Kind), Load> = BTreeMap::new();
-    for round in 0..s.rounds {
+    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments).
+    let only_idle = std::env::var("WSDRAIN_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    let rounds = if only_idle { 0 } else { s.rounds };
+    for round in 0..rounds {
         for (name, conns, size) in &scenarios {
             // Rotate the order each round so no contender always goes first.
             let n = kinds.len();
@@ -452,7 +461,7 @@ fn main() {
     write_out(&out.join("proxies.json"), &serde_json::to_string_pretty(&doc).unwrap());
     write_out(&out.join("proxies.md"), &format!("{head}{md}"));
     let errors: u64 = results.values().map(|l| l.errors).sum();
-    let missing = results.values().any(|l| l.round_trips == 0);
+    let missing = results.values().any(|l| l.round_trips == 0) || (!only_idle && results.is_empty());
     if errors > 0 || missing {
         eprintln!("proxies bench: {errors} errors, contender without round trips: {missing}");
         std::process::exit(1);
