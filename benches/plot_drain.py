@@ -36,8 +36,8 @@ for ax in (top, bottom):
     ax.axhline(even, color="grey", ls="--", lw=1)
     ax.axvline(0, color="black", lw=0.8)
     ax.grid(alpha=0.3)
-top.text(0.05, even * 1.08, f"even rate: {even:.0f} per 100 ms", color="grey", fontsize=9,
-         transform=top.get_yaxis_transform())
+bottom.text(0.60, even * 1.25, f"even rate (clients ÷ window): {even:.0f} per 100 ms",
+            color="grey", fontsize=9, transform=bottom.get_yaxis_transform())
 top.set_ylabel("reconnects per 100 ms\n(linear)")
 bottom.set_yscale("log")
 bottom.set_ylim(0.8, None)
@@ -48,7 +48,7 @@ top.set_title(
     f'wsdrain window {s["drain_window_s"]:g} s; HAProxy {s["haproxy"]}; nginx {s["nginx"]}',
     fontsize=10,
 )
-bottom.legend(loc="upper right", fontsize=9)
+top.legend(loc="center", fontsize=9, title="per contender", title_fontsize=9)
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=110)
 print("wrote", sys.argv[2])
