@@ -116,20 +116,20 @@ async fn client(
     connected.fetch_add(1, Ordering::SeqCst);
     let mut chunk = [0u8; 512];
     let outcome = loop {
-        if let Some((hlen, plen, _mask, op)) = parse_frame(&buf) {
-            if buf.len() >= hlen + plen {
-                if op == 0x8 {
-                    let p = &buf[hlen..hlen + plen];
-                    let code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
-                    let hint = String::from_utf8_lossy(p.get(2..).unwrap_or(&[]))
-                        .contains("reconnect_after_ms");
-                    // Answer the close as RFC 6455 asks, then go.
-                    let _ = sock.write_all(&client_close(code.unwrap_or(1000))).await;
-                    break Outcome::Close(code, hint);
-                }
-                buf.drain(..hlen + plen);
-                continue;
+        if let Some((hlen, plen, _mask, op)) = parse_frame(&buf)
+            && buf.len() >= hlen + plen
+        {
+            if op == 0x8 {
+                let p = &buf[hlen..hlen + plen];
+                let code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+                let hint = String::from_utf8_lossy(p.get(2..).unwrap_or(&[]))
+                    .contains("reconnect_after_ms");
+                // Answer the close as RFC 6455 asks, then go.
+                let _ = sock.write_all(&client_close(code.unwrap_or(1000))).await;
+                break Outcome::Close(code, hint);
             }
+            buf.drain(..hlen + plen);
+            continue;
         }
         match sock.read(&mut chunk).await {
             Ok(0) => break Outcome::Eof,
@@ -276,7 +276,8 @@ fn main() {
                     loop {
                         next += Duration::from_millis(10);
                         tokio::time::sleep_until(next.into()).await;
-                        let late = Instant::now().saturating_duration_since(next).as_millis() as u64;
+                        let late =
+                            Instant::now().saturating_duration_since(next).as_millis() as u64;
                         stall.fetch_max(late, Ordering::Relaxed);
                         next = next.max(Instant::now());
                     }
@@ -287,7 +288,13 @@ fn main() {
             let (done_tx, done) = watch::channel(false);
             let tasks: Vec<_> = (0..s.clients)
                 .map(|_| {
-                    tokio::spawn(client(port, nport, gate.clone(), connected.clone(), done.clone()))
+                    tokio::spawn(client(
+                        port,
+                        nport,
+                        gate.clone(),
+                        connected.clone(),
+                        done.clone(),
+                    ))
                 })
                 .collect();
             let limit = Instant::now() + Duration::from_secs(60);
@@ -320,14 +327,22 @@ fn main() {
             ntask.abort();
             mtask.abort();
             let seen = seen.lock().unwrap().clone();
-            (t0, n_connected, outcomes, seen, exited, stall.load(Ordering::Relaxed))
+            (
+                t0,
+                n_connected,
+                outcomes,
+                seen,
+                exited,
+                stall.load(Ordering::Relaxed),
+            )
         });
         let (t0, n_connected, outcomes, seen, exited, stall_ms) = r;
         // Reconnects per 100 ms from 0.5 s before the signal.
         let pre = Duration::from_millis(500);
         let origin = t0 - pre;
         let last = seen.iter().max().copied().unwrap_or(t0);
-        let nbins = ((last.saturating_duration_since(origin)).as_millis() / BIN.as_millis()) as usize + 2;
+        let nbins =
+            ((last.saturating_duration_since(origin)).as_millis() / BIN.as_millis()) as usize + 2;
         let mut bins = vec![0u64; nbins];
         for at in &seen {
             let i = (at.saturating_duration_since(origin).as_millis() / BIN.as_millis()) as usize;
@@ -434,7 +449,10 @@ fn main() {
     });
     println!("{md}");
     let out = out_dir();
-    write_out(&out.join("drain.json"), &serde_json::to_string_pretty(&doc).unwrap());
+    write_out(
+        &out.join("drain.json"),
+        &serde_json::to_string_pretty(&doc).unwrap(),
+    );
     write_out(&out.join("drain.md"), &md);
     if failed {
         eprintln!("drain bench: some clients did not connect, close or reconnect");

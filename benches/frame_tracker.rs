@@ -16,7 +16,10 @@ use wsdrain::frame_tracker::{FrameTracker, StopAt};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn range(&mut self, lo: usize, hi: usize) -> usize {
@@ -100,11 +103,23 @@ fn bench(c: &mut Criterion) {
 
     let cases: Vec<(&str, &[u8], Vec<usize>)> = vec![
         ("small_64B_masked/16KiB_reads", &small_masked, vec![READ]),
-        ("small_64B_unmasked/16KiB_reads", &small_unmasked, vec![READ]),
-        ("small_64B_masked/split_1-1500B_reads", &small_masked, split_reads.clone()),
+        (
+            "small_64B_unmasked/16KiB_reads",
+            &small_unmasked,
+            vec![READ],
+        ),
+        (
+            "small_64B_masked/split_1-1500B_reads",
+            &small_masked,
+            split_reads.clone(),
+        ),
         ("large_64KiB_masked/16KiB_reads", &large, vec![READ]),
         ("large_1MiB/16KiB_reads", &huge, vec![READ]),
-        ("large_64KiB_masked/split_1-1500B_reads", &large, split_reads.clone()),
+        (
+            "large_64KiB_masked/split_1-1500B_reads",
+            &large,
+            split_reads.clone(),
+        ),
         ("mixed_chat/16KiB_reads", &mixed, vec![READ]),
         ("mixed_chat/split_1-1500B_reads", &mixed, split_reads),
     ];
@@ -114,7 +129,9 @@ fn bench(c: &mut Criterion) {
         .sample_size(20);
     for (name, data, reads) in &cases {
         g.throughput(Throughput::Bytes(data.len() as u64));
-        g.bench_function(*name, |b| b.iter(|| replay(black_box(data), black_box(reads))));
+        g.bench_function(*name, |b| {
+            b.iter(|| replay(black_box(data), black_box(reads)))
+        });
     }
     g.finish();
 }

@@ -96,7 +96,13 @@ struct Load {
 
 /// `conns` connections, each sending `size`-byte messages and waiting for the echo,
 /// for `warmup` + `measure`; counts and latencies only inside the measurement window.
-async fn echo_load(port: u16, conns: usize, size: usize, warmup: Duration, measure: Duration) -> Load {
+async fn echo_load(
+    port: u16,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Load {
     let frame = std::sync::Arc::new(client_frame(size));
     let resp = echo_len(size);
     // Connect everyone first (bounded concurrency), then start together.
@@ -235,7 +241,11 @@ fn main() {
     eprintln!(
         "proxies bench ({}), nofile {nofile}, contenders: {}",
         if smoke { "smoke" } else { "full" },
-        kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let rt = runtime();
     let app_port = free_port();
@@ -272,7 +282,8 @@ fn main() {
                 let t0 = Instant::now();
                 let mut l = rt.block_on(echo_load(port, *conns, *size, s.warmup, s.measure));
                 // CPU used per round trip, over the whole run (warm-up included).
-                let all_rt = l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
+                let all_rt =
+                    l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
                 l.cpu = cpu0.map(|c0| {
                     let used = procs[&k].0.as_ref().map(Proc::cpu_secs).unwrap_or(0.0) - c0;
                     used / all_rt.max(1.0) * l.round_trips as f64
@@ -344,10 +355,7 @@ fn main() {
         let direct = results.get(&(name.clone(), Kind::Direct));
         let d_rate = direct.map(|d| d.round_trips as f64 / d.elapsed.as_secs_f64());
         let large = *size > 1024;
-        md += &format!(
-            "\n**{} B messages, {conns} connections**\n\n",
-            size
-        );
+        md += &format!("\n**{} B messages, {conns} connections**\n\n", size);
         if large {
             md += "| contender | MB/s | ratio to direct | p50 ms | p99 ms | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|\n";
         } else {
@@ -361,9 +369,15 @@ fn main() {
             let rate = l.round_trips as f64 / l.elapsed.as_secs_f64();
             let mbs = l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6;
             let ratio = d_rate.map(|d| rate / d).unwrap_or(f64::NAN);
-            let (p50, p99, p999) = (pct(&l.lat_ns, 0.5), pct(&l.lat_ns, 0.99), pct(&l.lat_ns, 0.999));
+            let (p50, p99, p999) = (
+                pct(&l.lat_ns, 0.5),
+                pct(&l.lat_ns, 0.99),
+                pct(&l.lat_ns, 0.999),
+            );
             let cpu_us = l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64);
-            let cpu_txt = cpu_us.map(|c| format!("{c:.1}")).unwrap_or_else(|| "–".into());
+            let cpu_txt = cpu_us
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "–".into());
             if large {
                 md += &format!(
                     "| {} | {mbs:.0} | {ratio:.2} | {:.2} | {:.2} | {cpu_txt} | {} |\n",
@@ -437,7 +451,9 @@ fn main() {
             "| wsdrain RSS per idle connection ≤ 3 KiB | {kib:.2} KiB | {} |\n",
             if kib <= 3.0 { "yes" } else { "no" }
         );
-        targets.push(json!({"target": "wsdrain idle KiB/conn <= 3", "measured": kib, "met": kib <= 3.0}));
+        targets.push(
+            json!({"target": "wsdrain idle KiB/conn <= 3", "measured": kib, "met": kib <= 3.0}),
+        );
     }
     let doc: Value = json!({
         "bench": "proxies",
@@ -453,15 +469,25 @@ fn main() {
     });
     let head = format!(
         "Machine: {} ({} CPUs), kernel {}, {}; {}; {} build of wsdrain.\nLoad average before: {}; after: {}.\n",
-        info["cpu"], info["cpus"], info["kernel"], info["nginx"], info["haproxy"],
-        info["profile"], info["loadavg_before"], info["loadavg_after"]
+        info["cpu"],
+        info["cpus"],
+        info["kernel"],
+        info["nginx"],
+        info["haproxy"],
+        info["profile"],
+        info["loadavg_before"],
+        info["loadavg_after"]
     );
     println!("{head}{md}");
     let out = out_dir();
-    write_out(&out.join("proxies.json"), &serde_json::to_string_pretty(&doc).unwrap());
+    write_out(
+        &out.join("proxies.json"),
+        &serde_json::to_string_pretty(&doc).unwrap(),
+    );
     write_out(&out.join("proxies.md"), &format!("{head}{md}"));
     let errors: u64 = results.values().map(|l| l.errors).sum();
-    let missing = results.values().any(|l| l.round_trips == 0) || (!only_idle && results.is_empty());
+    let missing =
+        results.values().any(|l| l.round_trips == 0) || (!only_idle && results.is_empty());
     if errors > 0 || missing {
         eprintln!("proxies bench: {errors} errors, contender without round trips: {missing}");
         std::process::exit(1);

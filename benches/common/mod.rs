@@ -88,7 +88,12 @@ pub fn run_child_mode() -> bool {
             // For profiling: `<bench> __load PORT CONNS SIZE SECONDS`.
             let n = |i: usize| args[i].parse::<usize>().expect("number");
             let (port, conns, size, secs) = (n(2) as u16, n(3), n(4), n(5));
-            let (rt_s, _) = runtime().block_on(load_for(port, conns, size, Duration::from_secs(secs as u64)));
+            let (rt_s, _) = runtime().block_on(load_for(
+                port,
+                conns,
+                size,
+                Duration::from_secs(secs as u64),
+            ));
             println!("{rt_s:.0} round trips/s");
             true
         }
@@ -260,7 +265,10 @@ pub fn parse_frame(b: &[u8]) -> Option<(usize, usize, Option<[u8; 4]>, u8)> {
             if b.len() < 10 {
                 return None;
             }
-            (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10)
+            (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            )
         }
         n => (n as usize, 2),
     };
@@ -502,7 +510,10 @@ fn group_pids(pgid: i32) -> Vec<(i32, String)> {
         let Some(after) = stat.rfind(')').map(|i| stat[i + 1..].to_string()) else {
             continue;
         };
-        let pgrp = after.split_whitespace().nth(2).and_then(|f| f.parse::<i32>().ok());
+        let pgrp = after
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse::<i32>().ok());
         if pgrp == Some(pgid) {
             out.push((pid, after));
         }
@@ -571,7 +582,11 @@ fn self_cmd(args: &[&str]) -> Command {
 }
 
 pub fn spawn_echo_app(port: u16) -> Proc {
-    Proc::spawn("echo-app", self_cmd(&["__echo-app", &port.to_string()]), None)
+    Proc::spawn(
+        "echo-app",
+        self_cmd(&["__echo-app", &port.to_string()]),
+        None,
+    )
 }
 
 pub fn spawn_tcp_relay(port: u16, app: u16) -> Proc {
@@ -616,9 +631,14 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Returns false (and says why) when it cannot be had.
 pub fn ensure_installed(bin: &str, pkg: &str) -> bool {
     let found = |b: &str| {
-        ["/usr/sbin/", "/usr/bin/", "/usr/local/sbin/", "/usr/local/bin/"]
-            .iter()
-            .any(|d| Path::new(&format!("{d}{b}")).exists())
+        [
+            "/usr/sbin/",
+            "/usr/bin/",
+            "/usr/local/sbin/",
+            "/usr/local/bin/",
+        ]
+        .iter()
+        .any(|d| Path::new(&format!("{d}{b}")).exists())
     };
     if found(bin) {
         return true;
@@ -646,11 +666,16 @@ pub fn ensure_installed(bin: &str, pkg: &str) -> bool {
 }
 
 fn bin_path(bin: &str) -> String {
-    ["/usr/sbin/", "/usr/bin/", "/usr/local/sbin/", "/usr/local/bin/"]
-        .iter()
-        .map(|d| format!("{d}{bin}"))
-        .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| bin.to_string())
+    [
+        "/usr/sbin/",
+        "/usr/bin/",
+        "/usr/local/sbin/",
+        "/usr/local/bin/",
+    ]
+    .iter()
+    .map(|d| format!("{d}{bin}"))
+    .find(|p| Path::new(p).exists())
+    .unwrap_or_else(|| bin.to_string())
 }
 
 /// nginx in the foreground, two workers, WebSocket proxying as its docs describe
@@ -814,7 +839,12 @@ pub fn machine_info() -> BTreeMap<String, String> {
     m.insert("haproxy".into(), ver("haproxy", "-v"));
     m.insert(
         "profile".into(),
-        if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+        .into(),
     );
     m
 }
