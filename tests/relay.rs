@@ -19,10 +19,9 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 const T: Duration = Duration::from_secs(20);
 
 fn big_config() -> WebSocketConfig {
-    let mut c = WebSocketConfig::default();
-    c.max_message_size = Some(64 << 20);
-    c.max_frame_size = Some(64 << 20);
-    c
+    WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,9 +52,11 @@ async fn messages_of_every_kind_round_trip_and_are_counted() {
 
     // A fragmented text message with a ping between the fragments (RFC 6455 §5.4).
     let frag = |fin: bool, op: OpCode, data: &'static str| {
-        let mut h = FrameHeader::default();
-        h.is_final = fin;
-        h.opcode = op;
+        let h = FrameHeader {
+            is_final: fin,
+            opcode: op,
+            ..FrameHeader::default()
+        };
         Message::Frame(Frame::from_payload(h, Bytes::from_static(data.as_bytes())))
     };
     ws.send(frag(false, OpCode::Data(Data::Text), "frag-"))

@@ -1,6 +1,8 @@
 //! Shared parts of the integration tests: a real echo app, a real `wsdrain` process,
 //! and small helpers. Everything runs on 127.0.0.1 with bounded timeouts.
 #![allow(dead_code)]
+// tungstenite fixes the callback signature; its error type is large by design.
+#![allow(clippy::result_large_err)]
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
@@ -94,9 +96,9 @@ async fn serve_echo(stream: TcpStream, seen: Arc<Mutex<Seen>>) {
         seen_hdr.lock().expect("lock").headers.push(headers);
         Ok(resp)
     };
-    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
-    config.max_message_size = Some(64 << 20);
-    config.max_frame_size = Some(64 << 20);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
     let Ok(mut ws) =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
     else {
@@ -104,26 +106,26 @@ async fn serve_echo(stream: TcpStream, seen: Arc<Mutex<Seen>>) {
     };
     let mut closed = false;
     while let Some(Ok(msg)) = ws.next().await {
-        match msg {
+        let reply = match msg {
             Message::Text(t) => {
                 seen.lock().expect("lock").texts.push(t.to_string());
-                if ws.send(Message::Text(t)).await.is_err() {
-                    break;
-                }
+                Some(Message::Text(t))
             }
-            Message::Binary(b) => {
-                if ws.send(Message::Binary(b)).await.is_err() {
-                    break;
-                }
-            }
+            Message::Binary(b) => Some(Message::Binary(b)),
             Message::Close(frame) => {
                 closed = true;
                 seen.lock()
                     .expect("lock")
                     .close_codes
                     .push(frame.map(|f| u16::from(f.code)));
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(reply) = reply
+            && ws.send(reply).await.is_err()
+        {
+            break;
         }
     }
     if !closed {
