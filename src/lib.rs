@@ -8,6 +8,7 @@ pub mod body;
 pub mod buffer_pool;
 pub mod cli;
 pub mod connections;
+pub mod demo;
 pub mod drain;
 pub mod drain_client;
 pub mod frame_tracker;

@@ -61,25 +61,44 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-file limit to the hard limit (what Go and nginx do too): every
+/// WebSocket costs two descriptors and the default soft limit is often 1024. Returns
+/// the soft limit in force afterwards.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Each WebSocket takes two descriptors (client and app); say so at start-up when the
 /// limit cannot hold `--max-connections`.
 fn warn_about_fd_limit(max_connections: u32) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
-    };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<u64>().ok());
+    let Some(soft) = raise_fd_limit() else { return };
     let needed = u64::from(max_connections) * 2 + 64;
-    match soft {
-        Some(soft) if soft < needed => warn!(
+    if soft < needed {
+        warn!(
             fd_limit = soft,
             needed,
             "the open-file limit is below what --max-connections needs (2 per connection); raise it or lower --max-connections"
-        ),
-        Some(soft) => info!(fd_limit = soft, "open-file limit"),
-        None => {}
+        );
+    } else {
+        info!(fd_limit = soft, "open-file limit");
     }
 }

@@ -126,18 +126,16 @@ impl Default for Drain {
 impl Drain {
     /// Asks for a drain. Returns true when this call started or escalated it.
     pub fn trigger(&self, how: Trigger, source: &str) -> bool {
-        let escalated = self.trigger_tx.send_if_modified(|t| {
+        self.trigger_tx.send_if_modified(|t| {
             if how > *t {
+                // Logged before the controller wakes, so the log reads in order.
+                info!(source, trigger = ?how, "drain requested");
                 *t = how;
                 true
             } else {
                 false
             }
-        });
-        if escalated {
-            info!(source, trigger = ?how, "drain requested");
-        }
-        escalated
+        })
     }
 
     /// The current phase (one atomic load: used on the hot path).
