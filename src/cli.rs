@@ -58,9 +58,21 @@ pub struct LogOptions {
     pub log_level: String,
 }
 
+/// How the proxy relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// HTTP/1.1 and WebSocket, frame-aware (close frames with a reconnect hint).
+    Http,
+    /// Plain TCP bytes (MQTT, TLS passthrough, ...): a drain closes with a FIN.
+    Tcp,
+}
+
 /// Settings of `wsdrain proxy`; also the settings the injector writes into pod specs.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyOptions {
+    /// Relay mode: `http` (HTTP/1.1 + WebSocket) or `tcp` (a byte relay).
+    #[arg(long, env = "WSDRAIN_MODE", value_enum, default_value = "http")]
+    pub mode: Mode,
     /// Address clients connect to.
     #[arg(long, env = "WSDRAIN_LISTEN", default_value = "0.0.0.0:15080")]
     pub listen: SocketAddr,
@@ -104,9 +116,36 @@ pub struct ProxyOptions {
     /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
     #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_jitter: Duration,
-    /// File holding the bearer token required by POST /drain and GET /prestop.
+    /// File holding the bearer token required by POST /drain, GET /prestop, POST /shed.
     #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Send a PROXY protocol header (v1 or v2) to the app on each upstream connection.
+    #[arg(long, env = "WSDRAIN_PROXY_PROTOCOL", value_enum)]
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// Require a PROXY protocol header (v1 or v2) from the load balancer on every client
+    /// connection; its address becomes the client address.
+    #[arg(long, env = "WSDRAIN_ACCEPT_PROXY_PROTOCOL")]
+    pub accept_proxy_protocol: bool,
+    /// Close connections older than this with the drain's close frame and hint, so new
+    /// pods receive load after a scale-up. 0 = never.
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE", default_value = "0", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// Extra age, drawn per connection in [0, this], so connections opened together do
+    /// not age out together.
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE_JITTER", default_value = "0", value_parser = parse_duration)]
+    pub max_connection_age_jitter: Duration,
+    /// Most connections closed per second for their age.
+    #[arg(long, env = "WSDRAIN_REBALANCE_RATE", default_value_t = 10.0, value_parser = parse_positive_rate)]
+    pub rebalance_rate: f64,
+    /// Ping a client after this much silence from it; 0 = off (WebSocket mode).
+    #[arg(long, env = "WSDRAIN_PING_INTERVAL", default_value = "0", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Close a client that sends nothing (not even a pong) this long after a ping.
+    #[arg(long, env = "WSDRAIN_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+    /// TCP keepalive idle time on client and app sockets; 0 = off.
+    #[arg(long, env = "WSDRAIN_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_duration)]
+    pub tcp_keepalive: Duration,
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
@@ -181,6 +220,13 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err("expected a number of closes per second, 0 for no limit".into()),
+    }
+}
+
+fn parse_positive_rate(s: &str) -> Result<f64, String> {
+    match parse_rate(s) {
+        Ok(r) if r > 0.0 => Ok(r),
+        _ => Err("expected a positive number of closes per second".into()),
     }
 }
 

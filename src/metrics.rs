@@ -55,6 +55,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `wsdrain_drain_progress_ratio`: closed / connections at stagger start.
     pub drain_progress: Gauge,
+    /// `wsdrain_rebalance_closed_total{reason}`: closes for age or shedding.
+    pub rebalanced: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,6 +172,15 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(drain_progress.clone()));
+        let rebalanced = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_rebalance_closed_total",
+                "Connections asked to close to rebalance load (max_age, shed).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(rebalanced.clone()));
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -195,6 +206,7 @@ impl Metrics {
             upgrades_rejected,
             http_requests,
             drain_progress,
+            rebalanced,
         }
     }
 

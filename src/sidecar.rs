@@ -10,16 +10,17 @@ use std::time::Duration;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
+use crate::cli::Mode;
 use crate::cli::ProxyOptions;
 use crate::drain::{self, Drain, DrainSettings, scheduler};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Shared};
-use crate::{admin, listener, signals};
+use crate::{admin, rebalance, signals, sockets, tcp_mode};
 
 /// Runs the sidecar until a signal-triggered drain is over.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
-    let client_listener = listener::bind(opts.listen, "listen")?;
-    let admin_listener = listener::bind(opts.admin, "admin")?;
+    let client_listener = sockets::bind(opts.listen, "listen")?;
+    let admin_listener = sockets::bind(opts.admin, "admin")?;
     warn_about_fd_limit(opts.max_connections);
     let metrics = Metrics::new();
     let drain_state = Arc::new(Drain::default());
@@ -32,7 +33,13 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         reconnect_jitter: opts.reconnect_jitter,
     };
     let shared = Shared::new(opts, metrics.clone(), drain_state.clone());
-    tokio::spawn(proxy::serve(shared.clone(), client_listener));
+    match shared.opts.mode {
+        Mode::Http => tokio::spawn(proxy::serve(shared.clone(), client_listener)),
+        Mode::Tcp => tokio::spawn(tcp_mode::serve(shared.clone(), client_listener)),
+    };
+    if !shared.opts.max_connection_age.is_zero() {
+        tokio::spawn(rebalance::retire_old_connections(shared.clone()));
+    }
     tokio::spawn(admin::serve(shared.clone(), admin_listener));
     tokio::spawn(drain::run(
         drain_state.clone(),
@@ -41,6 +48,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         metrics,
     ));
     info!(
+        mode = ?shared.opts.mode,
         listen = %shared.opts.listen,
         upstream = %shared.opts.upstream,
         admin = %shared.opts.admin,
@@ -54,9 +62,18 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         + scheduler::stagger_length(open, settings.window, settings.max_rate)
         + settings.close_timeout
         + Duration::from_secs(1);
+    let exit_by = tokio::time::Instant::now() + bound;
     if timeout(bound, drain_state.wait_done()).await.is_err() {
         warn!(?bound, "drain did not finish in time; exiting anyway");
     }
+    // Let pending /prestop callers (the kubelet's hook) get their answer.
+    let answered = async {
+        while drain_state.prestop_pending() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = tokio::time::timeout_at(exit_by, answered).await;
     info!("wsdrain proxy exiting");
     Ok(())
 }

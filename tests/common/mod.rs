@@ -4,6 +4,8 @@
 // tungstenite fixes the callback signature; its error type is large by design.
 #![allow(clippy::result_large_err)]
 
+pub mod clients;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
