@@ -13,16 +13,12 @@ RUN rustup target add "${TARGET}" \
     && apt-get install -y --no-install-recommends musl-tools binutils \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, in their own layer: source edits do not rebuild them.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --target "${TARGET}" \
-    && rm -rf src
-COPY src ./src
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --target "${TARGET}" \
+COPY . .
+# Cache mounts keep the registry and the build directory between builds (BuildKit),
+# so a source edit recompiles wsdrain, not its dependencies.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --target "${TARGET}" \
     && strip -o /wsdrain "target/${TARGET}/release/wsdrain" \
     && /wsdrain version
 
