@@ -154,6 +154,9 @@ async fn read_header_inner(stream: &mut TcpStream) -> Result<Option<SocketAddr>,
 fn header_len(seen: &[u8]) -> Result<Option<usize>, HeaderError> {
     let sig_part = seen.len().min(12);
     if seen[..sig_part] == V2_SIG[..sig_part] {
+        if seen.len() > 12 && seen[12] >> 4 != 2 {
+            return Err(HeaderError::Malformed("v2 version is not 2"));
+        }
         if seen.len() < 16 {
             return Ok(None);
         }

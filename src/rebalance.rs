@@ -36,8 +36,9 @@ pub async fn retire_old_connections(shared: Arc<Shared>) {
         if shared.drain.is_draining() {
             return;
         }
-        budget =
-            (budget + opts.rebalance_rate * tick.as_secs_f64()).min(opts.rebalance_rate.max(1.0));
+        // No saving up while nothing is due: at most one tick's worth (plus one) at once.
+        let per_tick = opts.rebalance_rate * tick.as_secs_f64();
+        budget = (budget + per_tick).min(per_tick + 1.0);
         if budget < 1.0 {
             continue;
         }

@@ -37,6 +37,8 @@ pub struct Seen {
     pub close_codes: Vec<Option<u16>>,
     /// Connections that ended without a close frame.
     pub no_close: usize,
+    /// Pong frames that reached the app.
+    pub pongs: usize,
 }
 
 /// A tokio-tungstenite echo app on a loopback port.
@@ -114,6 +116,10 @@ async fn serve_echo(stream: TcpStream, seen: Arc<Mutex<Seen>>) {
                 Some(Message::Text(t))
             }
             Message::Binary(b) => Some(Message::Binary(b)),
+            Message::Pong(_) => {
+                seen.lock().expect("lock").pongs += 1;
+                None
+            }
             Message::Close(frame) => {
                 closed = true;
                 seen.lock()
