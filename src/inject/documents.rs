@@ -39,6 +39,14 @@ pub enum InjectError {
         /// What the parser said.
         message: String,
     },
+    /// YAML that is well formed but cannot be a Kubernetes object (a non-string key).
+    #[error("document {document}: {message}")]
+    Structure {
+        /// 1-based number of the document in the stream.
+        document: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The result could not be rendered (a value YAML cannot hold).
     #[error("document {document}: cannot write the result: {message}")]
     Render {
@@ -94,9 +102,14 @@ pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
     }
     let mut docs = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
-        match Value::deserialize(de) {
-            Ok(Value::Null) => {}
-            Ok(v) => docs.push(v),
+        // Through the YAML crate's own Value first: it rejects duplicate keys (as the
+        // API server does), where a JSON map would silently keep the last one.
+        match serde_yaml_ng::Value::deserialize(de) {
+            Ok(serde_yaml_ng::Value::Null) => {}
+            Ok(v) => docs.push(serde_json::to_value(v).map_err(|e| InjectError::Structure {
+                document: i + 1,
+                message: e.to_string(),
+            })?),
             Err(e) => {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
                 return Err(InjectError::Yaml {
