@@ -268,8 +268,6 @@ fn multi_document_changes_only_opted_in_templates() {
     let side = container(&spec["containers"], "wsdrain");
     assert!(side.get("restartPolicy").is_none());
     assert!(spec.get("initContainers").is_none());
-    let app = container(&spec["containers"], "notify");
-    assert_eq!(app["x-unknown-field"], json!({"kept": true}));
     // With --all, the DaemonSet is injected too.
     let (_, out) = docs_of("multi-document.yaml", &config(&["--all"]));
     assert_eq!(out.injected, 2);
@@ -420,6 +418,22 @@ fn bad_annotations_become_warnings() {
     let side = container(&p["spec"]["initContainers"], "wsdrain");
     assert!(args(side).contains(&"--drain-window=30s"));
     assert!(args(side).contains(&"--listen=0.0.0.0:15080"));
+}
+
+#[test]
+fn unknown_fields_survive() {
+    let cfg = config(&["--all"]);
+    let mut p = pod(
+        json!({}),
+        json!([{"name": "a", "x-future": {"kept": [1, 2]}}]),
+    );
+    p.insert("x-top".into(), json!("kept"));
+    inject_pod(&mut p, &cfg, false);
+    assert_eq!(p["x-top"], "kept");
+    assert_eq!(
+        p["spec"]["containers"][0]["x-future"],
+        json!({"kept": [1, 2]})
+    );
 }
 
 #[test]
