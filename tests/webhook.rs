@@ -331,6 +331,15 @@ async fn non_pods_and_pods_not_opted_in_are_allowed_unchanged() {
     .await;
     let patched = apply(&plain, &decode(&reply, "u3").1.expect("patch"));
     assert_eq!(patched["spec"]["initContainers"][0]["name"], "wsdrain");
+    let reply = call(
+        server.addr,
+        &server.ca.der,
+        "POST",
+        "/mutate/namespace-enabled",
+        review("u5", "Pod", &plain, false),
+    )
+    .await;
+    assert!(decode(&reply, "u5").1.is_some());
     // Reinvocation: the injected pod comes back and nothing changes.
     let reply = call(
         server.addr,

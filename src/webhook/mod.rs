@@ -3,10 +3,10 @@
 //!
 //! `POST /mutate` takes an AdmissionReview v1 and answers with a JSON Patch computed by
 //! the same function as `wsdrain inject` (see `review.rs`); `GET /healthz` is for the
-//! kubelet. The MutatingWebhookConfiguration calls `/mutate?namespace=enabled` for
-//! namespaces labelled `wsdrain.io/inject=enabled` (the API server only knows that
-//! label, the webhook does not look namespaces up) and `/mutate` elsewhere, where the
-//! pod's own annotation decides. TLS follows cert-manager's rotations (`tls.rs`).
+//! kubelet. The MutatingWebhookConfiguration calls `/mutate/namespace-enabled` for
+//! namespaces labelled `wsdrain.io/inject=enabled` (the API server knows the label
+//! through its `namespaceSelector`, so the webhook needs no API access to look
+//! namespaces up) and `/mutate` elsewhere, where the pod's own annotation decides. TLS follows cert-manager's rotations (`tls.rs`).
 
 pub mod review;
 pub mod tls;
@@ -32,6 +32,11 @@ use crate::body::{Body, full};
 use crate::cli::WebhookOptions;
 use crate::inject::{InjectConfig, Settings};
 use tls::CertReloader;
+
+/// The path the MutatingWebhookConfiguration calls for namespaces labelled
+/// `wsdrain.io/inject=enabled` (`/mutate?namespace=enabled` works too, for `url`
+/// client configs; a service `path` may not carry a query).
+pub const NAMESPACE_PATH: &str = "/mutate/namespace-enabled";
 
 /// Largest request body read; the API server's own request limit is 3 MiB.
 pub const MAX_BODY: usize = 4 << 20;
@@ -126,14 +131,17 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::POST, "/mutate") => {
-            let namespace_opted_in = req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "namespace=enabled"));
+        (&Method::POST, path @ ("/mutate" | NAMESPACE_PATH)) => {
+            let namespace_opted_in = path == NAMESPACE_PATH
+                || req
+                    .uri()
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv == "namespace=enabled"));
             mutate(&cfg, peer, req, namespace_opted_in).await
         }
-        (_, "/healthz" | "/mutate") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/healthz" | "/mutate" | NAMESPACE_PATH) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try POST /mutate or GET /healthz",
