@@ -172,16 +172,16 @@ pub struct InjectDefaults {
     #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_message_size: u64,
     /// CPU request of the sidecar (a Kubernetes quantity); empty for none.
-    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m")]
+    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m", value_parser = crate::inject::settings::parse_quantity)]
     pub cpu_request: String,
     /// Memory request of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi")]
+    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi", value_parser = crate::inject::settings::parse_quantity)]
     pub memory_request: String,
     /// CPU limit of the sidecar; empty (the default) for none, as throttling adds latency.
-    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "")]
+    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "", value_parser = crate::inject::settings::parse_quantity)]
     pub cpu_limit: String,
     /// Memory limit of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi")]
+    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi", value_parser = crate::inject::settings::parse_quantity)]
     pub memory_limit: String,
     /// Tokio worker threads of the sidecar (env TOKIO_WORKER_THREADS in the container),
     /// so a sidecar on a 64-core node does not start 64 threads.

@@ -7,6 +7,11 @@
 //! which relays to the app's port number on 127.0.0.1. Probes and hooks of the app that
 //! named the old port are rewritten to the new name, since a name in a probe resolves
 //! only among the ports of its own container.
+//!
+//! Kubernetes resolves a Service's named `targetPort` on a *native* sidecar (an init
+//! container) only from 1.32 on (kubernetes PRs 127976 and 128850); on 1.29-1.31 the
+//! classic mode (`--classic`, `wsdrain.io/classic: "true"`) is the one where takeover
+//! works. `docs/inject.md` says so.
 
 use std::collections::BTreeSet;
 
