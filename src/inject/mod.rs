@@ -289,6 +289,15 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
     {
         p.remove("name");
     }
+    let restart = spec
+        .get("restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if settings.classic && restart != "Always" {
+        warnings.push(format!(
+            "classic sidecar in a pod with restartPolicy {restart} (a Job?): it keeps running after the app exits, so the pod never completes; use the native sidecar"
+        ));
+    }
     let list = if settings.classic {
         "containers"
     } else {

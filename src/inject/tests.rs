@@ -499,3 +499,20 @@ fn quantities_and_durations() {
         "1500ms"
     );
 }
+
+#[test]
+fn classic_sidecar_in_a_job_pod_is_reported() {
+    let cfg = config(&["--all", "--classic"]);
+    let mut p = pod(json!({}), json!([{"name": "a"}]));
+    p["spec"]["restartPolicy"] = json!("Never");
+    let report = inject_pod(&mut p, &cfg, false);
+    assert_eq!(report.outcome, Outcome::Injected);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("never completes")),
+        "{:?}",
+        report.warnings
+    );
+}
