@@ -112,7 +112,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                         StatusCode::ACCEPTED,
                         &serde_json::json!({
                             "shedding": shedding,
-                            "window_ms": shared.opts.drain_window.as_millis() as u64,
+                            "window_ms": shared.opts.drain.drain_window.as_millis() as u64,
                         }),
                     )
                 }

@@ -67,6 +67,30 @@ pub enum Mode {
     Tcp,
 }
 
+/// Drain timing and close frames: flags of `wsdrain proxy`, and the defaults the
+/// injector writes into the sidecar's arguments (same names, same env twins).
+#[derive(Debug, Clone, Args)]
+pub struct DrainFlags {
+    /// Announce phase of a drain: /readyz is 503, traffic is still served.
+    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Window over which the open connections are closed, evenly spread.
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+    /// Most closes per second during a drain (stretches the window); 0 = no limit.
+    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub drain_max_rate: f64,
+    /// After the window, time left for close handshakes before the rest is cut.
+    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Close code sent to clients when draining (1012 = Service Restart).
+    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
+    pub close_code: u16,
+    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
+    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_jitter: Duration,
+}
+
 /// Settings of `wsdrain proxy`; also the settings the injector writes into pod specs.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyOptions {
@@ -98,24 +122,9 @@ pub struct ProxyOptions {
     /// Time to wait for the app to accept a TCP connection.
     #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Announce phase of a drain: /readyz is 503, traffic is still served.
-    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub drain_delay: Duration,
-    /// Window over which the open connections are closed, evenly spread.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
-    pub drain_window: Duration,
-    /// Most closes per second during a drain (stretches the window); 0 = no limit.
-    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
-    pub drain_max_rate: f64,
-    /// After the window, time left for close handshakes before the rest is cut.
-    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub close_timeout: Duration,
-    /// Close code sent to clients when draining (1012 = Service Restart).
-    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
-    pub close_code: u16,
-    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
-    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
-    pub reconnect_jitter: Duration,
+    /// Drain timing and close frames.
+    #[command(flatten)]
+    pub drain: DrainFlags,
     /// File holding the bearer token required by POST /drain, GET /prestop, POST /shed.
     #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -186,24 +195,9 @@ pub struct InjectDefaults {
     /// Port of the sidecar's admin endpoints (its `--admin` port).
     #[arg(long, env = "WSDRAIN_ADMIN_PORT", default_value_t = 15090, value_parser = clap::value_parser!(u16).range(1..))]
     pub admin_port: u16,
-    /// Announce phase of a drain (sidecar `--drain-delay`).
-    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub drain_delay: Duration,
-    /// Window over which connections are closed (sidecar `--drain-window`).
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
-    pub drain_window: Duration,
-    /// Most closes per second, 0 = no limit (sidecar `--drain-max-rate`).
-    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
-    pub drain_max_rate: f64,
-    /// Time left for close handshakes after the window (sidecar `--close-timeout`).
-    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub close_timeout: Duration,
-    /// Close code sent to clients when draining (sidecar `--close-code`).
-    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
-    pub close_code: u16,
-    /// Upper bound of the reconnect hint (sidecar `--reconnect-jitter`).
-    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
-    pub reconnect_jitter: Duration,
+    /// Drain settings passed to the sidecar.
+    #[command(flatten)]
+    pub drain: DrainFlags,
     /// Most WebSocket connections at once (sidecar `--max-connections`).
     #[arg(long, env = "WSDRAIN_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,

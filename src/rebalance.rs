@@ -56,7 +56,7 @@ pub async fn retire_old_connections(shared: Arc<Shared>) {
             .collect();
         due.sort_by_key(|h| h.opened);
         for handle in due.iter().take(budget as usize) {
-            handle.close(draw_hint(opts.reconnect_jitter));
+            handle.close(draw_hint(opts.drain.reconnect_jitter));
             shared
                 .metrics
                 .rebalanced
@@ -79,7 +79,7 @@ pub fn shed(shared: &Arc<Shared>, count: usize) -> usize {
     handles.shuffle(&mut rand::rng());
     handles.truncate(count);
     let n = handles.len();
-    let window = shared.opts.drain_window;
+    let window = shared.opts.drain.drain_window;
     info!(connections = n, ?window, "shedding connections");
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -87,10 +87,10 @@ pub fn shed(shared: &Arc<Shared>, count: usize) -> usize {
         for (handle, at) in
             handles
                 .iter()
-                .zip(scheduler::plan(n, window, shared.opts.drain_max_rate))
+                .zip(scheduler::plan(n, window, shared.opts.drain.drain_max_rate))
         {
             tokio::time::sleep_until(start + at).await;
-            handle.close(draw_hint(shared.opts.reconnect_jitter));
+            handle.close(draw_hint(shared.opts.drain.reconnect_jitter));
             shared.metrics.rebalanced.with_label_values(&["shed"]).inc();
         }
     });

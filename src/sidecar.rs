@@ -26,11 +26,11 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     let drain_state = Arc::new(Drain::default());
     let exit = signals::install(drain_state.clone())?;
     let settings = DrainSettings {
-        delay: opts.drain_delay,
-        window: opts.drain_window,
-        max_rate: opts.drain_max_rate,
-        close_timeout: opts.close_timeout,
-        reconnect_jitter: opts.reconnect_jitter,
+        delay: opts.drain.drain_delay,
+        window: opts.drain.drain_window,
+        max_rate: opts.drain.drain_max_rate,
+        close_timeout: opts.drain.close_timeout,
+        reconnect_jitter: opts.drain.reconnect_jitter,
     };
     let shared = Shared::new(opts, metrics.clone(), drain_state.clone());
     match shared.opts.mode {

@@ -73,12 +73,15 @@ fn assert_all_closed_by_schedule(reports: &[ClientReport], code: u16) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn native_sidecar_order_app_outlives_the_drain() {
-    // Kubelet order for a native sidecar: the app's preStop (httpGet /prestop) runs
-    // first and blocks; then SIGTERM to the app; the sidecar gets SIGTERM last.
+/// A "pod" for the lifecycle tests: the Python app as its own process, the sidecar in
+/// front (300 ms delay, 2 s window), and 200 clients sending every 200 ms.
+async fn pod_with_clients() -> (
+    AppProcess,
+    Proxy,
+    Vec<tokio::task::JoinHandle<common::clients::ClientReport>>,
+) {
     let app = AppProcess::start();
-    let mut proxy = Proxy::start(
+    let proxy = Proxy::start(
         app.addr,
         &[
             "--drain-delay",
@@ -91,6 +94,14 @@ async fn native_sidecar_order_app_outlives_the_drain() {
     )
     .await;
     let tasks = connect_clients(&proxy, 200, Duration::from_millis(200)).await;
+    (app, proxy, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_sidecar_order_app_outlives_the_drain() {
+    // Kubelet order for a native sidecar: the app's preStop (httpGet /prestop) runs
+    // first and blocks; then SIGTERM to the app; the sidecar gets SIGTERM last.
+    let (app, mut proxy, tasks) = pod_with_clients().await;
     let started = Instant::now();
     let (status, body) = http(proxy.admin, "GET", "/prestop", &[], b"")
         .await
@@ -131,20 +142,7 @@ async fn native_sidecar_order_app_outlives_the_drain() {
 async fn classic_sidecar_order_prestop_and_sigterm_together() {
     // Classic sidecar: the app's preStop and the sidecar's SIGTERM start together; the
     // app gets SIGTERM when its preStop returns.
-    let app = AppProcess::start();
-    let mut proxy = Proxy::start(
-        app.addr,
-        &[
-            "--drain-delay",
-            "300ms",
-            "--drain-window",
-            "2s",
-            "--close-timeout",
-            "2s",
-        ],
-    )
-    .await;
-    let tasks = connect_clients(&proxy, 200, Duration::from_millis(200)).await;
+    let (app, mut proxy, tasks) = pod_with_clients().await;
     let admin = proxy.admin;
     let prestop = tokio::spawn(async move { http(admin, "GET", "/prestop", &[], b"").await });
     proxy.signal("TERM");

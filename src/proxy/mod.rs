@@ -65,10 +65,10 @@ impl Shared {
             .preserve_header_case(true)
             .keep_alive(true);
         let relay = RelaySettings {
-            close_code: opts.close_code,
-            close_timeout: opts.close_timeout,
+            close_code: opts.drain.close_code,
+            close_timeout: opts.drain.close_timeout,
             max_message: opts.max_message_size,
-            reconnect_jitter: opts.reconnect_jitter,
+            reconnect_jitter: opts.drain.reconnect_jitter,
             framed: opts.mode == Mode::Http,
             ping_interval: opts.ping_interval,
             ping_timeout: opts.ping_timeout,
