@@ -144,18 +144,27 @@ async fn readyz(shared: &Shared) -> Response<Body> {
     if shared.drain.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    let upstream = shared.opts.upstream;
-    match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
-        Ok(Ok(_)) => text(StatusCode::OK, "ok"),
-        Ok(Err(e)) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("upstream {upstream} does not accept connections: {e}"),
-        ),
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("upstream {upstream} did not accept a connection within 1s"),
-        ),
+    match probe_upstream(shared).await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
+}
+
+/// Checks that the app accepts TCP within 1 s, and records the answer in
+/// `wsdrain_upstream_up`.
+pub async fn probe_upstream(shared: &Shared) -> Result<(), String> {
+    let upstream = shared.opts.upstream;
+    let result = match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "upstream {upstream} does not accept connections: {e}"
+        )),
+        Err(_) => Err(format!(
+            "upstream {upstream} did not accept a connection within 1s"
+        )),
+    };
+    shared.metrics.upstream_up.set(i64::from(result.is_ok()));
+    result
 }
 
 /// Checks the bearer token when a token file is configured.

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub drain_progress: Gauge,
     /// `wsdrain_rebalance_closed_total{reason}`: closes for age or shedding.
     pub rebalanced: IntCounterVec,
+    /// `wsdrain_max_connections`: the configured limit, so alerts need no constant.
+    pub max_connections: IntGauge,
+    /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last check.
+    pub upstream_up: IntGauge,
 }
 
 impl Metrics {
@@ -181,6 +185,18 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(rebalanced.clone()));
+        let max_connections = IntGauge::new(
+            "wsdrain_max_connections",
+            "The configured --max-connections.",
+        )
+        .expect("valid metric");
+        reg(Box::new(max_connections.clone()));
+        let upstream_up = IntGauge::new(
+            "wsdrain_upstream_up",
+            "1 when the app accepted a TCP connection at the last check (every 5 s and on /readyz).",
+        )
+        .expect("valid metric");
+        reg(Box::new(upstream_up.clone()));
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -207,6 +223,8 @@ impl Metrics {
             http_requests,
             drain_progress,
             rebalanced,
+            max_connections,
+            upstream_up,
         }
     }
 

@@ -37,6 +37,20 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         Mode::Http => tokio::spawn(proxy::serve(shared.clone(), client_listener)),
         Mode::Tcp => tokio::spawn(tcp_mode::serve(shared.clone(), client_listener)),
     };
+    shared
+        .metrics
+        .max_connections
+        .set(i64::from(shared.opts.max_connections));
+    tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                let _ = admin::probe_upstream(&shared).await;
+            }
+        }
+    });
     if !shared.opts.max_connection_age.is_zero() {
         tokio::spawn(rebalance::retire_old_connections(shared.clone()));
     }
