@@ -266,6 +266,13 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
         let new_name = ports::new_app_name(&taken.name, &taken_names);
         taken_names.insert(new_name.clone());
         ports::rename(app, taken.index, &taken.name, &new_name);
+        if !settings.classic {
+            // Endpoints resolve a named targetPort on init containers only from 1.32 on.
+            warnings.push(format!(
+                "port name '{}' moved to the native sidecar: a Service with targetPort '{}' reaches it on Kubernetes 1.32+ only; on 1.29-1.31 use targetPort {} or the classic sidecar (--classic, annotation wsdrain.io/classic: \"true\")",
+                taken.name, taken.name, settings.listen_port
+            ));
+        }
     }
     let lifecycle = object_at(app, "lifecycle");
     if lifecycle.contains_key("preStop") {

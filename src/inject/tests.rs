@@ -229,7 +229,10 @@ fn existing_prestop_is_kept_and_its_named_port_follows_the_rename() {
     let app = container(&docs[0]["spec"]["containers"], "game");
     assert_eq!(app["lifecycle"]["preStop"]["httpGet"]["path"], "/shutdown");
     assert_eq!(app["lifecycle"]["preStop"]["httpGet"]["port"], "app-ws");
-    assert_eq!(out.warnings.len(), 1);
+    // The kept preStop, and the named-port note for native sidecars before 1.32.
+    assert_eq!(out.warnings.len(), 2);
+    assert!(out.warnings.iter().any(|w| w.contains("preStop")));
+    assert!(out.warnings.iter().any(|w| w.contains("1.32")));
     let original = &input_docs("pod-own-prestop.yaml")[0];
     assert_eq!(
         container(&docs[0]["spec"]["containers"], "log-shipper"),
