@@ -36,7 +36,8 @@ async fn two_thousand_clients_are_closed_evenly_with_hints_and_nothing_is_lost()
         ],
     )
     .await;
-    let tasks = connect_clients(&proxy, N, Duration::from_millis(1000)).await;
+    // One message per client every 2 s: enough to check ordering, light on CPU.
+    let tasks = connect_clients(&proxy, N, Duration::from_millis(2000)).await;
     assert_eq!(proxy.metric("websocket_connections_active").await, N as f64);
 
     let t0 = Instant::now();
@@ -151,7 +152,7 @@ async fn two_thousand_clients_are_closed_evenly_with_hints_and_nothing_is_lost()
             .count();
     }
     let total_sent: usize = reports.iter().map(|r| r.sent.len()).sum();
-    assert!(total_sent > N * 2, "clients sent {total_sent} messages");
+    assert!(total_sent > N, "clients sent {total_sent} messages");
     assert_eq!(
         lost, 0,
         "messages sent before the close that never reached the app"
