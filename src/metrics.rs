@@ -23,6 +23,8 @@ pub struct DirectionMetrics {
     pub bytes: IntCounter,
     /// Data frames that could not be delivered because the receiver had closed.
     pub dropped_frames: IntCounter,
+    /// `websocket_errors_total{kind="protocol_violation"}`: frames breaking RFC 6455.
+    pub violations: IntCounter,
 }
 
 /// Every metric wsdrain exports, registered in one registry.
@@ -55,6 +57,13 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `wsdrain_drain_progress_ratio`: closed / connections at stagger start.
     pub drain_progress: Gauge,
+    /// `wsdrain_rebalance_closed_total{reason}`: closes for age or shedding.
+    pub rebalanced: IntCounterVec,
+    /// `wsdrain_max_connections`: the configured limit, so alerts need no constant.
+    pub max_connections: IntGauge,
+    /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last attempt. Fed by
+    /// `/readyz` and by real connections, so wsdrain adds no probes of its own.
+    pub upstream_up: IntGauge,
 }
 
 impl Metrics {
@@ -170,6 +179,27 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(drain_progress.clone()));
+        let rebalanced = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_rebalance_closed_total",
+                "Connections asked to close to rebalance load (max_age, shed).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(rebalanced.clone()));
+        let max_connections = IntGauge::new(
+            "wsdrain_max_connections",
+            "The configured --max-connections.",
+        )
+        .expect("valid metric");
+        reg(Box::new(max_connections.clone()));
+        let upstream_up = IntGauge::new(
+            "wsdrain_upstream_up",
+            "1 when the app accepted TCP at the last attempt (each /readyz check and each connection opened to it).",
+        )
+        .expect("valid metric");
+        reg(Box::new(upstream_up.clone()));
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -179,6 +209,7 @@ impl Metrics {
             messages: messages.with_label_values(&[d]),
             bytes: bytes.with_label_values(&[d]),
             dropped_frames: dropped.with_label_values(&[d]),
+            violations: errors.with_label_values(&["protocol_violation"]),
         };
         Metrics {
             client_to_app: direction(CLIENT_TO_APP),
@@ -195,6 +226,9 @@ impl Metrics {
             upgrades_rejected,
             http_requests,
             drain_progress,
+            rebalanced,
+            max_connections,
+            upstream_up,
         }
     }
 

@@ -170,6 +170,7 @@ fn built_close_frames_parse_back() {
                 consumed: f.len(),
                 messages: 0,
                 data_frames: 0,
+                violations: 0,
                 event: Event::Close {
                     start: 0,
                     code: Some(1012)
@@ -181,4 +182,45 @@ fn built_close_frames_parse_back() {
     let f = close_frame(1000, &"é".repeat(100), None);
     assert!(f.len() <= 2 + 125);
     assert!(std::str::from_utf8(&f[4..]).is_ok());
+}
+
+#[test]
+fn pongs_are_reported_only_when_asked_and_unmask() {
+    let mask = Some([1, 2, 3, 4]);
+    let mut s = frame(true, 1, b"data", mask);
+    let pong_at = s.len();
+    s.extend(frame(true, 0xA, b"wsdrain", mask));
+    let mut quiet = FrameTracker::new(0);
+    assert_eq!(quiet.feed(&s, StopAt::Never).event, Event::None);
+    let mut t = FrameTracker::new(0).reporting_pongs();
+    let f = t.feed(&s, StopAt::Never);
+    assert_eq!(
+        (f.consumed, f.event),
+        (s.len(), Event::Pong { start: pong_at })
+    );
+    assert_eq!(control_payload(&s[pong_at..]), b"wsdrain");
+    assert_eq!(control_payload(&ping_frame(b"abc")), b"abc");
+}
+
+#[test]
+fn violations_are_counted_and_oversized_control_frames_obey_the_limit() {
+    let m = Some([1, 2, 3, 4]);
+    let mut s = frame(true, 1, b"ok", m);
+    s.extend(frame(true, 1, b"unmasked", None));
+    s.extend(frame(true, 0x3, b"reserved", m));
+    s.extend(frame(true, 0x9, &[0u8; 200], m));
+    let mut t = FrameTracker::new(0).expecting_mask(true);
+    let f = t.feed(&s, StopAt::Never);
+    // The reserved data opcode still counts as a message (it is relayed as one).
+    assert_eq!((f.consumed, f.violations, f.messages), (s.len(), 3, 3));
+    // With a limit, a 200-byte ping is refused like a 200-byte message would be.
+    let big_ping = frame(true, 0x9, &[0u8; 200], m);
+    let mut t = FrameTracker::new(100);
+    assert_eq!(t.feed(&big_ping, StopAt::Never).event, Event::TooBig);
+    // App-to-client frames must not be masked.
+    let mut t = FrameTracker::new(0).expecting_mask(false);
+    assert_eq!(
+        t.feed(&frame(true, 2, b"x", m), StopAt::Never).violations,
+        1
+    );
 }
