@@ -652,7 +652,7 @@ impl Pump {
                     self.fwd = end;
                 }
                 // Past the offending header only discarding remains; keep parsing.
-                self.tracker = FrameTracker::new(0);
+                self.tracker.disable_limit();
                 self.event = Some(PumpEvent::TooBig);
             }
             Event::Pong { start } => {
