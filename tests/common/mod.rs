@@ -422,7 +422,9 @@ impl Seen {
 ///   `/stall` (never answers), `/reset` (RST after reading the request), `/hangup` (FIN
 ///   after reading the request), `/flood` (sends 64 KiB frames until the socket breaks),
 ///   `/die-mid-frame` (half a frame, then gone), `/die` (gone after the first message,
-///   at a frame boundary), `/sink` (never reads), anything else: strict echo that
+///   at a frame boundary), `/sink` (never reads), `/big-out` (sends a 100 KiB message,
+///   then echoes), `/greet` (a text frame in the same write as the 101), anything else:
+///   strict echo that
 ///   closes with 1002 on unmasked frames, reserved opcodes and invalid close codes.
 pub async fn start_app() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -554,7 +556,13 @@ async fn app_conn(mut s: TcpStream, seen: Seen) -> std::io::Result<()> {
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
             derive_accept_key(key.as_bytes())
         );
-        s.write_all(resp.as_bytes()).await?;
+        let mut resp = resp.into_bytes();
+        if path == "/greet" {
+            // A greeting in the same write as the 101: it reaches wsdrain as bytes read
+            // ahead by the handshake.
+            resp.extend(frame(true, 1, b"welcome", None));
+        }
+        s.write_all(&resp).await?;
         return match path.as_str() {
             "/flood" => {
                 let f = frame(true, 2, &vec![0x5a; 64 * 1024], None);
@@ -579,6 +587,11 @@ async fn app_conn(mut s: TcpStream, seen: Seen) -> std::io::Result<()> {
             "/sink" => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(())
+            }
+            "/big-out" => {
+                s.write_all(&frame(true, 2, &vec![9u8; 100 * 1024], None))
+                    .await?;
+                strict_echo(s, buf).await
             }
             _ => strict_echo(s, buf).await,
         };
