@@ -922,3 +922,63 @@ async fn oversized_control_frame_respects_the_limit() {
     );
     proxy.assert_sound();
 }
+
+/// Sum of every `websocket_errors_total{kind}` series.
+async fn all_errors(proxy: &Proxy) -> u64 {
+    proxy
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("websocket_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Issue 8: hostile requests before the upgrade are "counted in
+/// websocket_errors_total{kind}". hyper answers 400/431 and cuts slow heads itself; the
+/// connection error reaches src/proxy/mod.rs only as a debug log line, uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: 400, 431 and header-timeout (slowloris) rejections are not counted in websocket_errors_total (src/proxy/mod.rs logs them at debug only)"]
+async fn request_rejections_are_counted() {
+    let (mut proxy, _seen, _healthy) = setup(&["--handshake-timeout", "1s"]).await;
+    let before = all_errors(&proxy).await;
+    let _ = http_raw(proxy.listen, b"GARBAGE\r\n\r\n").await.unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let _ = http_raw(proxy.listen, big.as_bytes()).await.unwrap();
+    let mut slow = TcpStream::connect(proxy.listen).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(4)).await);
+    let after = all_errors(&proxy).await;
+    assert!(after >= before + 3, "errors went from {before} to {after}");
+    proxy.assert_sound();
+}
+
+/// Issue 8: protocol violations after the upgrade pass through for the app to judge
+/// (that part holds, see protocol_violations_reach_the_app) and are "counted in
+/// websocket_errors_total{kind}". The frame tracker sees the mask bit and the opcode of
+/// every header, but nothing counts an unmasked client frame or a reserved opcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: unmasked client frames and reserved opcodes are not counted in websocket_errors_total (src/frame_tracker.rs / src/relay.rs do not report them)"]
+async fn protocol_violations_are_counted() {
+    let (mut proxy, _seen, _healthy) = setup(&[]).await;
+    let before = all_errors(&proxy).await;
+    for bytes in [
+        frame(true, 1, b"naked", None),
+        frame(true, 3, b"three", MASK),
+    ] {
+        let mut s = raw_ws(proxy.listen, "/echo").await;
+        s.write_all(&bytes).await.unwrap();
+        let _ = read_until_close(&mut s, WAIT).await;
+        let _ = s
+            .write_all(&frame(true, 8, &1002u16.to_be_bytes(), MASK))
+            .await;
+        let _ = closed_within(&mut s, WAIT).await;
+    }
+    let after = all_errors(&proxy).await;
+    assert!(after >= before + 2, "errors went from {before} to {after}");
+    proxy.assert_sound();
+}
