@@ -255,20 +255,20 @@ pub fn check_request_head(data: &[u8]) {
             Err(_) => break,
         }
     }
+    // hyper answers an HTTP/1.0 request in HTTP/1.0.
     assert!(
-        resp.is_empty() || resp.starts_with(b"HTTP/1.1 "),
-        "not an HTTP/1.1 answer: {:?}",
+        resp.is_empty() || resp.starts_with(b"HTTP/1.1 ") || resp.starts_with(b"HTTP/1.0 "),
+        "not an HTTP/1.x answer: {:?}",
         String::from_utf8_lossy(&resp[..resp.len().min(200)])
     );
-    if resp.starts_with(b"HTTP/1.1 5") {
-        let text = String::from_utf8_lossy(&resp);
-        // 502/504 would mean the app harness failed; 503 is the connection limit.
-        assert!(
-            !text.starts_with("HTTP/1.1 500"),
-            "internal error: {text:.300}"
-        );
+    let text = String::from_utf8_lossy(&resp);
+    let status_line = text.lines().next().unwrap_or("");
+    assert!(!status_line.contains(" 500"), "internal error: {text:.300}");
+    // Still serving (checked every 32 inputs: it costs two more connections).
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 32 != 0 {
+        return;
     }
-    // Still serving.
     let mut ok = TcpStream::connect(h.proxy).unwrap();
     ok.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     ok.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
