@@ -319,7 +319,15 @@ async fn huge_declared_length_gets_1009() {
     assert_eq!(close.close_code(), Some(1009));
     assert!(!close.masked);
     assert_eq!(proxy.errors("message_too_big").await, before + 1);
+    // The client's close reply is taken for payload of the huge frame it announced, so
+    // the relay only ends at --close-timeout (5 s by default), counted as close_timeout.
+    let t = Instant::now();
+    let _ = s
+        .write_all(&frame(true, 8, &1009u16.to_be_bytes(), MASK))
+        .await;
+    assert!(closed_within(&mut s, WAIT).await, "not closed");
     proxy.wait_active(1).await;
+    assert!(t.elapsed() < WAIT);
     healthy.check(&proxy).await;
     proxy.assert_sound();
 }
