@@ -846,6 +846,30 @@ async fn frames_glued_to_the_handshake_are_relayed() {
     let echo = timeout(WAIT, read_frame(&mut s)).await.unwrap().unwrap();
     assert_eq!(echo.payload, b"early bird");
     echo_roundtrip(&mut s, "and after").await;
+    // More read-ahead than half a relay buffer: a 12 KiB message glued to the request.
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    let mut req = format!(
+        "GET /echo HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+    )
+    .into_bytes();
+    let big: String = (0..12 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    req.extend(client_text(&big));
+    req.extend(client_text("second"));
+    s.write_all(&req).await.unwrap();
+    let head = read_response(&mut s, WAIT).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let end = find(&head, b"\r\n\r\n").unwrap() + 4;
+    let mut r = AsyncReadExt::chain(std::io::Cursor::new(head[end..].to_vec()), &mut s);
+    let first = timeout(WAIT, read_frame(&mut r)).await.unwrap().unwrap();
+    assert!(
+        first.payload == big.as_bytes(),
+        "big glued message corrupted"
+    );
+    let second = timeout(WAIT, read_frame(&mut r)).await.unwrap().unwrap();
+    assert_eq!(second.payload, b"second");
     healthy.check(&proxy).await;
     proxy.assert_sound();
 }
