@@ -41,7 +41,10 @@ fn feed(data: &[u8], sizes: &[usize], max: u64) -> Outcome {
             out.consumed += f.consumed;
             out.data_frames += u64::from(f.data_frames);
             out.messages += u64::from(f.messages);
-            assert!(f.messages <= f.data_frames, "more messages than data frames");
+            assert!(
+                f.messages <= f.data_frames,
+                "more messages than data frames"
+            );
             match f.event {
                 Event::Close { start, code } => {
                     assert!(start < f.consumed, "close frame outside the consumed bytes");
@@ -146,8 +149,7 @@ fn start_app(rt: &tokio::runtime::Runtime) -> SocketAddr {
                     if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 1 << 20 {
                         break;
                     }
-                    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
                         Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                         _ => return,
                     }
@@ -170,7 +172,13 @@ fn start_app(rt: &tokio::runtime::Runtime) -> SocketAddr {
                     .await;
                 } else {
                     let _ = s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        // `Connection: close`: this app serves one request per
+                        // connection, and says so (see the ignored hostile test
+                        // pooled_connection_closed_by_app_is_not_a_502 for what
+                        // happens when an app closes without saying so).
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
                         .await;
                 }
             });
@@ -237,8 +245,8 @@ pub fn check_request_head(data: &[u8]) {
             Ok(0) => break,
             Ok(n) => {
                 resp.extend_from_slice(&chunk[..n]);
-                let upgraded = resp.starts_with(b"HTTP/1.1 101")
-                    && resp.windows(4).any(|w| w == b"\r\n\r\n");
+                let upgraded =
+                    resp.starts_with(b"HTTP/1.1 101") && resp.windows(4).any(|w| w == b"\r\n\r\n");
                 if upgraded || resp.len() > 1 << 20 {
                     break;
                 }

@@ -417,7 +417,8 @@ impl Seen {
 }
 
 /// The test app. Behaviour by path:
-/// - plain requests: 200 with `seen <request line>`; `/stall-http` never answers.
+/// - plain requests: 200 with `seen <request line>`; `/stall-http` never answers;
+///   `/close-after...` closes the connection right after its answer.
 /// - upgrades: checks version (426) and key (400) as a strict server does, then
 ///   `/stall` (never answers), `/reset` (RST after reading the request), `/hangup` (FIN
 ///   after reading the request), `/flood` (sends 64 KiB frames until the socket breaks),
@@ -520,6 +521,11 @@ async fn app_conn(mut s: TcpStream, seen: Seen) -> std::io::Result<()> {
                 body.len()
             );
             s.write_all(resp.as_bytes()).await?;
+            if path.starts_with("/close-after") {
+                // Closes after the answer without saying so (no `Connection: close`),
+                // as a server whose keep-alive timeout just expired does.
+                return Ok(());
+            }
             continue;
         }
         match path.as_str() {
