@@ -4,11 +4,11 @@
 //! fresh one can be opened), that `websocket_errors_total{kind}` moves where it should,
 //! and that the proxy neither died nor panicked. Each test is bounded in time.
 
-mod common;
+mod hostile_support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use hostile_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -8,11 +8,29 @@ use std::panic;
 use std::time::{Duration, Instant};
 
 const TOKENS: &[&[u8]] = &[
-    b"GET ", b"POST ", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", b"\r\n", b"\r\n\r\n", b"Host: x\r\n",
-    b"Connection: Upgrade\r\n", b"Upgrade: websocket\r\n", b"Sec-WebSocket-Version: 13\r\n",
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"Content-Length: ",
-    b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", b":", b" ", b"\t", b"\x00", b"\xff",
-    b"\x81\x85", b"\x88\x82\x03\xe8", b"\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff", b"\x89\x00",
+    b"GET ",
+    b"POST ",
+    b" HTTP/1.1\r\n",
+    b" HTTP/1.0\r\n",
+    b"\r\n",
+    b"\r\n\r\n",
+    b"Host: x\r\n",
+    b"Connection: Upgrade\r\n",
+    b"Upgrade: websocket\r\n",
+    b"Sec-WebSocket-Version: 13\r\n",
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    b"Content-Length: ",
+    b"Transfer-Encoding: chunked\r\n",
+    b"0\r\n\r\n",
+    b":",
+    b" ",
+    b"\t",
+    b"\x00",
+    b"\xff",
+    b"\x81\x85",
+    b"\x88\x82\x03\xe8",
+    b"\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff",
+    b"\x89\x00",
 ];
 
 struct Rng(u64);
@@ -77,7 +95,10 @@ fn main() {
     let seeds: Vec<Vec<u8>> = args
         .get(3)
         .and_then(|d| std::fs::read_dir(d).ok())
-        .map(|rd| rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     let check: fn(&[u8]) = match target {
         "frame_tracker" => wsdrain_fuzz::check_frame_tracker,
