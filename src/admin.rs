@@ -3,7 +3,8 @@
 //! `GET /metrics`, `GET /healthz`, `GET /readyz` (503 while draining or when the app does
 //! not accept TCP), `POST /drain`, `GET /drain` (JSON status), `GET /prestop` (starts a
 //! drain and answers only when it is over: what a kubelet `httpGet` preStop hook calls,
-//! so the app container outlives every client). State-changing endpoints require
+//! so the app container outlives every client), `POST /shed?count=N` (closes N
+//! connections over the drain window). State-changing endpoints require
 //! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
 //! every such request, so a rotated token takes effect without a restart.
 
@@ -103,12 +104,32 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, "/prestop") => match authorize(&shared, &req) {
             Err(resp) => *resp,
             Ok(()) => {
+                let _waiter = shared.drain.prestop_waiter();
                 shared.drain.trigger(Trigger::Graceful, "GET /prestop");
                 shared.drain.wait_done().await;
                 json(StatusCode::OK, &shared.drain.status(open()))
             }
         },
-        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/prestop") => {
+        (&Method::POST, "/shed") => match authorize(&shared, &req) {
+            Err(resp) => *resp,
+            Ok(()) => match shed_count(req.uri().query()) {
+                Some(count) => {
+                    let shedding = crate::rebalance::shed(&shared, count);
+                    json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({
+                            "shedding": shedding,
+                            "window_ms": shared.opts.drain.drain_window.as_millis() as u64,
+                        }),
+                    )
+                }
+                None => text(
+                    StatusCode::BAD_REQUEST,
+                    "POST /shed needs ?count=N with N a whole number",
+                ),
+            },
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/prestop" | "/shed") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(
@@ -119,22 +140,38 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     Ok(resp)
 }
 
+fn shed_count(query: Option<&str>) -> Option<usize> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("count="))
+        .and_then(|n| n.parse().ok())
+}
+
 async fn readyz(shared: &Shared) -> Response<Body> {
     if shared.drain.is_draining() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    let upstream = shared.opts.upstream;
-    match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
-        Ok(Ok(_)) => text(StatusCode::OK, "ok"),
-        Ok(Err(e)) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("upstream {upstream} does not accept connections: {e}"),
-        ),
-        Err(_) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("upstream {upstream} did not accept a connection within 1s"),
-        ),
+    match probe_upstream(shared).await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
+}
+
+/// Checks that the app accepts TCP within 1 s, and records the answer in
+/// `wsdrain_upstream_up`.
+pub async fn probe_upstream(shared: &Shared) -> Result<(), String> {
+    let upstream = shared.opts.upstream;
+    let result = match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "upstream {upstream} does not accept connections: {e}"
+        )),
+        Err(_) => Err(format!(
+            "upstream {upstream} did not accept a connection within 1s"
+        )),
+    };
+    shared.metrics.upstream_up.set(i64::from(result.is_ok()));
+    result
 }
 
 /// Checks the bearer token when a token file is configured.

@@ -28,10 +28,10 @@ pub enum Command {
     Proxy(ProxyOptions),
     /// Ask a running sidecar to drain; with --wait, until it is done.
     Drain(DrainOptions),
-    /// Inject the sidecar into Kubernetes YAML.
-    Inject,
-    /// Serve the mutating admission webhook.
-    Webhook,
+    /// Inject the sidecar into Kubernetes YAML or JSON (a file or stdin, to stdout).
+    Inject(InjectOptions),
+    /// Serve the mutating admission webhook (HTTPS) that injects the sidecar into pods.
+    Webhook(WebhookOptions),
     /// Run a demo on this machine: app, sidecar, clients, a drain, and the numbers.
     Demo(DemoOptions),
     /// Print version and build information.
@@ -58,9 +58,45 @@ pub struct LogOptions {
     pub log_level: String,
 }
 
+/// How the proxy relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// HTTP/1.1 and WebSocket, frame-aware (close frames with a reconnect hint).
+    Http,
+    /// Plain TCP bytes (MQTT, TLS passthrough, ...): a drain closes with a FIN.
+    Tcp,
+}
+
+/// Drain timing and close frames: flags of `wsdrain proxy`, and the defaults the
+/// injector writes into the sidecar's arguments (same names, same env twins).
+#[derive(Debug, Clone, Args)]
+pub struct DrainFlags {
+    /// Announce phase of a drain: /readyz is 503, traffic is still served.
+    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Window over which the open connections are closed, evenly spread.
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    pub drain_window: Duration,
+    /// Most closes per second during a drain (stretches the window); 0 = no limit.
+    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub drain_max_rate: f64,
+    /// After the window, time left for close handshakes before the rest is cut.
+    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Close code sent to clients when draining (1012 = Service Restart).
+    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
+    pub close_code: u16,
+    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
+    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_jitter: Duration,
+}
+
 /// Settings of `wsdrain proxy`; also the settings the injector writes into pod specs.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyOptions {
+    /// Relay mode: `http` (HTTP/1.1 + WebSocket) or `tcp` (a byte relay).
+    #[arg(long, env = "WSDRAIN_MODE", value_enum, default_value = "http")]
+    pub mode: Mode,
     /// Address clients connect to.
     #[arg(long, env = "WSDRAIN_LISTEN", default_value = "0.0.0.0:15080")]
     pub listen: SocketAddr,
@@ -86,27 +122,39 @@ pub struct ProxyOptions {
     /// Time to wait for the app to accept a TCP connection.
     #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
-    /// Announce phase of a drain: /readyz is 503, traffic is still served.
-    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub drain_delay: Duration,
-    /// Window over which the open connections are closed, evenly spread.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
-    pub drain_window: Duration,
-    /// Most closes per second during a drain (stretches the window); 0 = no limit.
-    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
-    pub drain_max_rate: f64,
-    /// After the window, time left for close handshakes before the rest is cut.
-    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub close_timeout: Duration,
-    /// Close code sent to clients when draining (1012 = Service Restart).
-    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
-    pub close_code: u16,
-    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
-    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
-    pub reconnect_jitter: Duration,
-    /// File holding the bearer token required by POST /drain and GET /prestop.
+    /// Drain timing and close frames.
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    /// File holding the bearer token required by POST /drain, GET /prestop, POST /shed.
     #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Send a PROXY protocol header (v1 or v2) to the app on each upstream connection.
+    #[arg(long, env = "WSDRAIN_PROXY_PROTOCOL", value_enum)]
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// Require a PROXY protocol header (v1 or v2) from the load balancer on every client
+    /// connection; its address becomes the client address.
+    #[arg(long, env = "WSDRAIN_ACCEPT_PROXY_PROTOCOL")]
+    pub accept_proxy_protocol: bool,
+    /// Close connections older than this with the drain's close frame and hint, so new
+    /// pods receive load after a scale-up. 0 = never.
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE", default_value = "0", value_parser = parse_duration)]
+    pub max_connection_age: Duration,
+    /// Extra age, drawn per connection in [0, this], so connections opened together do
+    /// not age out together.
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE_JITTER", default_value = "0", value_parser = parse_duration)]
+    pub max_connection_age_jitter: Duration,
+    /// Most connections closed per second for their age.
+    #[arg(long, env = "WSDRAIN_REBALANCE_RATE", default_value_t = 10.0, value_parser = parse_positive_rate)]
+    pub rebalance_rate: f64,
+    /// Ping a client after this much silence from it; 0 = off (WebSocket mode).
+    #[arg(long, env = "WSDRAIN_PING_INTERVAL", default_value = "0", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+    /// Close a client that sends nothing (not even a pong) this long after a ping.
+    #[arg(long, env = "WSDRAIN_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+    /// TCP keepalive idle time on client and app sockets; 0 = off.
+    #[arg(long, env = "WSDRAIN_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_duration)]
+    pub tcp_keepalive: Duration,
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
@@ -128,6 +176,114 @@ pub struct DrainOptions {
     /// File holding the admin bearer token.
     #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+}
+
+/// What the injector writes into a pod unless the pod's `wsdrain.io/<setting>`
+/// annotations say otherwise; shared by `wsdrain inject` and `wsdrain webhook` so both
+/// doors inject the same sidecar.
+#[derive(Debug, Clone, Args)]
+pub struct InjectDefaults {
+    /// Sidecar image.
+    #[arg(long, env = "WSDRAIN_IMAGE", default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Pull policy of the sidecar image.
+    #[arg(long, env = "WSDRAIN_IMAGE_PULL_POLICY", default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+    /// Port the sidecar listens on for clients (its `--listen` port).
+    #[arg(long, env = "WSDRAIN_LISTEN_PORT", default_value_t = 15080, value_parser = clap::value_parser!(u16).range(1..))]
+    pub listen_port: u16,
+    /// Port of the sidecar's admin endpoints (its `--admin` port).
+    #[arg(long, env = "WSDRAIN_ADMIN_PORT", default_value_t = 15090, value_parser = clap::value_parser!(u16).range(1..))]
+    pub admin_port: u16,
+    /// Drain settings passed to the sidecar.
+    #[command(flatten)]
+    pub drain: DrainFlags,
+    /// Most WebSocket connections at once (sidecar `--max-connections`).
+    #[arg(long, env = "WSDRAIN_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Largest message relayed, 0 = no limit (sidecar `--max-message-size`).
+    #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_message_size: u64,
+    /// CPU request of the sidecar (a Kubernetes quantity); empty for none.
+    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m", value_parser = crate::inject::settings::parse_quantity)]
+    pub cpu_request: String,
+    /// Memory request of the sidecar; empty for none.
+    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi", value_parser = crate::inject::settings::parse_quantity)]
+    pub memory_request: String,
+    /// CPU limit of the sidecar; empty (the default) for none, as throttling adds latency.
+    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "", value_parser = crate::inject::settings::parse_quantity)]
+    pub cpu_limit: String,
+    /// Memory limit of the sidecar; empty for none.
+    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi", value_parser = crate::inject::settings::parse_quantity)]
+    pub memory_limit: String,
+    /// Tokio worker threads of the sidecar (env TOKIO_WORKER_THREADS in the container),
+    /// so a sidecar on a 64-core node does not start 64 threads.
+    #[arg(long, env = "WSDRAIN_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub worker_threads: u32,
+    /// Inject a classic sidecar (a regular container) instead of a native sidecar
+    /// (an init container with `restartPolicy: Always`, Kubernetes >= 1.29).
+    #[arg(long, env = "WSDRAIN_CLASSIC")]
+    pub classic: bool,
+}
+
+/// Settings of `wsdrain inject`.
+#[derive(Debug, Clone, Args)]
+pub struct InjectOptions {
+    /// File to read (YAML or JSON, multi-document); `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WSDRAIN_FILENAME",
+        default_value = "-"
+    )]
+    pub filename: PathBuf,
+    /// Inject into every pod template, annotated or not (`wsdrain.io/inject: "false"`
+    /// still wins).
+    #[arg(long, env = "WSDRAIN_ALL")]
+    pub all: bool,
+    /// Admin token written into every pod injected in this run. Without it each pod gets
+    /// a random token and the output differs between runs: pass one for GitOps.
+    #[arg(long, env = "WSDRAIN_TOKEN", value_parser = parse_token)]
+    pub token: Option<String>,
+    /// What to inject.
+    #[command(flatten)]
+    pub defaults: InjectDefaults,
+}
+
+/// Settings of `wsdrain webhook`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookOptions {
+    /// HTTPS address to serve on.
+    #[arg(long, env = "WSDRAIN_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+    /// Certificate chain (PEM); re-read when it changes on disk.
+    #[arg(long, env = "WSDRAIN_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// Private key (PEM); re-read when it changes on disk.
+    #[arg(long, env = "WSDRAIN_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// After SIGTERM, time the webhook keeps serving while its endpoint is removed.
+    #[arg(long, env = "WSDRAIN_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// What to inject.
+    #[command(flatten)]
+    pub defaults: InjectDefaults,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogOptions,
+}
+
+/// An admin token must be usable verbatim in an `Authorization: Bearer` header and a
+/// pod annotation: 16 to 256 characters from `A-Za-z0-9-._~+/=`.
+pub fn parse_token(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let ok_chars = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-._~+/=".contains(c));
+    if !(16..=256).contains(&s.len()) || !ok_chars {
+        return Err("expected 16 to 256 characters from A-Z a-z 0-9 - . _ ~ + / =".into());
+    }
+    Ok(s.to_string())
 }
 
 /// Settings of `wsdrain demo`.
@@ -177,15 +333,23 @@ fn parse_header_size(s: &str) -> Result<usize, String> {
     Ok(n as usize)
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+/// Parses a close rate: a finite number of closes per second, 0 for no limit.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
         _ => Err("expected a number of closes per second, 0 for no limit".into()),
     }
 }
 
+fn parse_positive_rate(s: &str) -> Result<f64, String> {
+    match parse_rate(s) {
+        Ok(r) if r > 0.0 => Ok(r),
+        _ => Err("expected a positive number of closes per second".into()),
+    }
+}
+
 /// Close codes an endpoint may send (RFC 6455 §7.4): 1000-1003, 1007-1014, 3000-4999.
-fn parse_close_code(s: &str) -> Result<u16, String> {
+pub fn parse_close_code(s: &str) -> Result<u16, String> {
     let code: u16 = s
         .trim()
         .parse()

@@ -25,6 +25,10 @@ mod tests;
 
 /// Opcode of a close frame.
 pub const OP_CLOSE: u8 = 0x8;
+/// Opcode of a ping frame.
+pub const OP_PING: u8 = 0x9;
+/// Opcode of a pong frame.
+pub const OP_PONG: u8 = 0xA;
 const OP_CONTINUATION: u8 = 0x0;
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -50,6 +54,9 @@ pub enum Event {
     /// A whole close frame sits at `start..consumed`; `code` is its status code when
     /// the payload carries one.
     Close { start: usize, code: Option<u16> },
+    /// A whole pong frame sits at `start..consumed` (reported only by a tracker made
+    /// with [`FrameTracker::reporting_pongs`]).
+    Pong { start: usize },
     /// The frame starting at `consumed` would make the current message larger than
     /// the configured limit. Nothing of that frame was consumed.
     TooBig,
@@ -81,6 +88,8 @@ pub struct FrameTracker {
     max_message: u64,
     /// Inside a fragmented data message (a non-final data frame was seen).
     in_message: bool,
+    /// Stop at pong frames so the relay can swallow the answers to its own pings.
+    report_pongs: bool,
 }
 
 impl FrameTracker {
@@ -91,6 +100,12 @@ impl FrameTracker {
             max_message,
             ..Self::default()
         }
+    }
+
+    /// Also reports [`Event::Pong`], for the client-to-app side when wsdrain pings.
+    pub fn reporting_pongs(mut self) -> Self {
+        self.report_pongs = true;
+        self
     }
 
     /// True between frames: nothing of a frame has been consumed without its end.
@@ -155,6 +170,10 @@ impl FrameTracker {
                         start,
                         code: close_code(payload, header.mask),
                     };
+                    return feed;
+                }
+                if header.opcode == OP_PONG && self.report_pongs {
+                    feed.event = Event::Pong { start };
                     return feed;
                 }
                 continue;
@@ -232,6 +251,28 @@ fn close_code(payload: &[u8], mask: Option<[u8; 4]>) -> Option<u16> {
     let (a, b) = (*payload.first()?, *payload.get(1)?);
     let m = mask.unwrap_or([0; 4]);
     Some(u16::from_be_bytes([a ^ m[0], b ^ m[1]]))
+}
+
+/// The unmasked payload of one whole control frame (`frame` holds exactly the frame).
+pub fn control_payload(frame: &[u8]) -> Vec<u8> {
+    let Some(header) = parse_header(frame) else {
+        return Vec::new();
+    };
+    let payload = frame.get(header.len..).unwrap_or_default();
+    let m = header.mask.unwrap_or([0; 4]);
+    payload
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ m[i % 4])
+        .collect()
+}
+
+/// Builds an unmasked ping frame (wsdrain to the client) carrying `payload`.
+pub fn ping_frame(payload: &[u8]) -> Vec<u8> {
+    let len = payload.len().min(125);
+    let mut frame = vec![0x80 | OP_PING, len as u8];
+    frame.extend_from_slice(&payload[..len]);
+    frame
 }
 
 /// Builds a close frame with `code` and `reason`, masked with `mask` when given

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsdrain::cli::{Cli, Command};
-use wsdrain::{drain_client, logging, sidecar};
+use wsdrain::{demo, drain_client, inject, logging, sidecar, webhook};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -19,9 +19,11 @@ fn main() -> ExitCode {
         Command::Drain(opts) => {
             finish(runtime().and_then(|rt| rt.block_on(drain_client::run(opts))))
         }
-        Command::Inject | Command::Webhook | Command::Demo(_) => {
-            eprintln!("wsdrain: this verb is not built yet");
-            ExitCode::from(2)
+        Command::Demo(opts) => finish(runtime().and_then(|rt| rt.block_on(demo::run(opts)))),
+        Command::Inject(opts) => finish(inject::command::run(&opts)),
+        Command::Webhook(opts) => {
+            logging::init(&opts.log);
+            finish(runtime().and_then(|rt| rt.block_on(webhook::run(opts))))
         }
         Command::Version => {
             println!(

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `wsdrain_drain_progress_ratio`: closed / connections at stagger start.
     pub drain_progress: Gauge,
+    /// `wsdrain_rebalance_closed_total{reason}`: closes for age or shedding.
+    pub rebalanced: IntCounterVec,
+    /// `wsdrain_max_connections`: the configured limit, so alerts need no constant.
+    pub max_connections: IntGauge,
+    /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last check.
+    pub upstream_up: IntGauge,
 }
 
 impl Metrics {
@@ -170,6 +176,27 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(drain_progress.clone()));
+        let rebalanced = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_rebalance_closed_total",
+                "Connections asked to close to rebalance load (max_age, shed).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        reg(Box::new(rebalanced.clone()));
+        let max_connections = IntGauge::new(
+            "wsdrain_max_connections",
+            "The configured --max-connections.",
+        )
+        .expect("valid metric");
+        reg(Box::new(max_connections.clone()));
+        let upstream_up = IntGauge::new(
+            "wsdrain_upstream_up",
+            "1 when the app accepted a TCP connection at the last check (every 5 s and on /readyz).",
+        )
+        .expect("valid metric");
+        reg(Box::new(upstream_up.clone()));
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -195,6 +222,9 @@ impl Metrics {
             upgrades_rejected,
             http_requests,
             drain_progress,
+            rebalanced,
+            max_connections,
+            upstream_up,
         }
     }
 

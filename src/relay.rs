@@ -33,7 +33,7 @@ use tokio::time::Sleep;
 
 use crate::buffer_pool;
 use crate::connections::{Command, ConnHandle};
-use crate::frame_tracker::{Event, FrameTracker, StopAt, close_frame};
+use crate::frame_tracker::{Event, FrameTracker, StopAt, close_frame, control_payload, ping_frame};
 use crate::metrics::{DirectionMetrics, Metrics};
 
 /// How long a scheduled close waits for the end of a fragmented message before it goes
@@ -56,7 +56,16 @@ pub struct RelaySettings {
     pub max_message: u64,
     /// Upper bound of the reconnect hint drawn when the app goes away.
     pub reconnect_jitter: Duration,
+    /// WebSocket framing (false in `--mode tcp`: plain bytes, closes are FINs).
+    pub framed: bool,
+    /// Ping the client after this much silence from it; zero = never.
+    pub ping_interval: Duration,
+    /// Close a client that sends nothing this long after a ping.
+    pub ping_timeout: Duration,
 }
+
+/// Payload of wsdrain's own pings; pongs carrying it are not forwarded to the app.
+const PING_PAYLOAD: &[u8] = b"wsdrain";
 
 /// How a relay ended, for logs and drain accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +100,12 @@ pub async fn run(
     settings: &RelaySettings,
     metrics: &Metrics,
 ) -> Ending {
+    let pinging = settings.framed && !settings.ping_interval.is_zero();
     let mut relay = Relay {
-        c2a: Pump::new(settings.max_message, &client_early),
-        a2c: Pump::new(settings.max_message, &app_early),
+        c2a: Pump::new(settings, &client_early, pinging),
+        a2c: Pump::new(settings, &app_early, false),
+        ping_timer: pinging.then(|| Box::pin(tokio::time::sleep(settings.ping_interval))),
+        ping_outstanding: false,
         client,
         app,
         handle,
@@ -122,6 +134,9 @@ struct Relay<'a> {
     metrics: &'a Metrics,
     timer: Option<Pin<Box<Sleep>>>,
     timer_is_linger: bool,
+    /// Liveness: fires after `ping_interval` of client silence, then `ping_timeout`.
+    ping_timer: Option<Pin<Box<Sleep>>>,
+    ping_outstanding: bool,
     close_requested: bool,
     close_recorded: bool,
     client_close_sent: bool,
@@ -152,6 +167,12 @@ impl Relay<'_> {
                 self.a2c.stop = StopAt::FrameEnd;
                 self.arm_linger();
             }
+            if let Some(timer) = self.ping_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                self.on_ping_timer();
+                continue;
+            }
             let mut progressed = false;
             let m = self.metrics;
             if let Poll::Ready(ev) =
@@ -178,16 +199,74 @@ impl Relay<'_> {
     }
 
     /// The drain scheduler's close: the configured code and the reconnect hint, at the
-    /// next message boundary.
+    /// next message boundary. In TCP mode: a FIN to the client once pending bytes are out.
     fn scheduled_close(&mut self, hint_ms: u32) {
         if self.client_close_sent || self.client_close_recv || self.a2c.write_done {
             return; // a close is already under way
+        }
+        if !self.settings.framed {
+            self.a2c.shutdown_after_flush = true;
+            self.client_close_sent = true;
+            self.record_close(None, "proxy");
+            self.arm_linger();
+            return;
         }
         let code = self.settings.close_code;
         let frame = close_frame(code, &hint_reason(hint_ms), None);
         self.a2c.want_inject(frame, code, StopAt::MessageEnd);
         self.timer = Some(Box::pin(tokio::time::sleep(MESSAGE_BOUNDARY_WAIT)));
         self.timer_is_linger = false;
+    }
+
+    /// Liveness: a client silent for `ping_interval` gets a ping; one still silent
+    /// `ping_timeout` later is taken for dead (paused, or gone without a FIN).
+    fn on_ping_timer(&mut self) {
+        let closing = self.client_close_sent || self.client_close_recv || self.a2c.write_done;
+        if closing {
+            self.ping_timer = None;
+            return;
+        }
+        let rearm = |after| Some(Box::pin(tokio::time::sleep(after)));
+        if std::mem::take(&mut self.c2a.got_bytes) {
+            self.ping_outstanding = false;
+            self.ping_timer = rearm(self.settings.ping_interval);
+            return;
+        }
+        if self.ping_outstanding {
+            self.metrics.error("ping_timeout");
+            self.ping_timer = None;
+            self.record_close(None, "proxy");
+            self.a2c.abandon();
+            self.c2a.stop_reading();
+            self.close_app(GOING_AWAY);
+            self.c2a.shutdown_after_flush = true;
+            self.arm_linger();
+            return;
+        }
+        if self.a2c.want.is_none() {
+            self.a2c.want = Some((ping_frame(PING_PAYLOAD), None));
+            self.a2c.stop = StopAt::FrameEnd;
+        }
+        self.ping_outstanding = true;
+        self.ping_timer = rearm(self.settings.ping_timeout);
+    }
+
+    /// `--mode tcp`: half-closes are passed on; a broken side ends the other.
+    fn on_tcp_event(&mut self, from_app: bool, ev: PumpEvent) {
+        let (src, dst) = if from_app {
+            (&mut self.a2c, &mut self.c2a)
+        } else {
+            (&mut self.c2a, &mut self.a2c)
+        };
+        match ev {
+            PumpEvent::Eof | PumpEvent::ReadError => src.shutdown_after_flush = true,
+            PumpEvent::WriteError => {
+                src.abandon();
+                dst.shutdown_after_flush = true;
+            }
+            _ => {}
+        }
+        self.arm_linger();
     }
 
     /// Bounds whatever close is under way by the close timeout.
@@ -226,7 +305,11 @@ impl Relay<'_> {
     }
 
     fn on_app_to_client(&mut self, ev: PumpEvent) {
+        if !self.settings.framed {
+            return self.on_tcp_event(true, ev);
+        }
         match ev {
+            PumpEvent::PingSent | PumpEvent::PongSwallowed => {}
             PumpEvent::Close(code) => {
                 self.app_close_recv = true;
                 if self.a2c.discard {
@@ -281,7 +364,11 @@ impl Relay<'_> {
     }
 
     fn on_client_to_app(&mut self, ev: PumpEvent) {
+        if !self.settings.framed {
+            return self.on_tcp_event(false, ev);
+        }
         match ev {
+            PumpEvent::PingSent | PumpEvent::PongSwallowed => {}
             PumpEvent::Close(code) => {
                 self.client_close_recv = true;
                 if self.c2a.discard {
@@ -338,6 +425,10 @@ enum PumpEvent {
     Close(Option<u16>),
     /// wsdrain's own close frame (with this code) is queued to the destination.
     Injected(u16),
+    /// wsdrain's own ping is queued to the destination.
+    PingSent,
+    /// A pong answering wsdrain's ping was withheld from the destination.
+    PongSwallowed,
     /// The source sent a message over the size limit.
     TooBig,
     /// The source closed its side.
@@ -363,9 +454,9 @@ struct Pump {
     /// A frame of wsdrain's own being written.
     inject: Vec<u8>,
     inject_pos: usize,
-    /// A close frame of wsdrain's own (and its code) to write at the next boundary of
-    /// kind `stop`.
-    want: Option<(Vec<u8>, u16)>,
+    /// A control frame of wsdrain's own to write at the next boundary of kind `stop`:
+    /// a close (with its code; the stream ends there) or a ping (no code).
+    want: Option<(Vec<u8>, Option<u16>)>,
     stop: StopAt,
     /// Everything from the source is accounted for but no longer written.
     discard: bool,
@@ -377,12 +468,21 @@ struct Pump {
     write_done: bool,
     eof_reported: bool,
     event: Option<PumpEvent>,
+    /// WebSocket framing; false in TCP mode.
+    framed: bool,
+    /// Bytes arrived from the source since the relay last looked (liveness).
+    got_bytes: bool,
 }
 
 impl Pump {
-    fn new(max_message: u64, early: &[u8]) -> Self {
+    fn new(settings: &RelaySettings, early: &[u8], pongs: bool) -> Self {
+        let tracker = FrameTracker::new(settings.max_message);
         let mut pump = Pump {
-            tracker: FrameTracker::new(max_message),
+            tracker: if pongs {
+                tracker.reporting_pongs()
+            } else {
+                tracker
+            },
             buf: None,
             pos: 0,
             fwd: 0,
@@ -399,6 +499,8 @@ impl Pump {
             write_done: false,
             eof_reported: false,
             event: None,
+            framed: settings.framed,
+            got_bytes: false,
         };
         if !early.is_empty() {
             let mut buf = if early.len() <= buffer_pool::BUF_SIZE / 2 {
@@ -414,7 +516,7 @@ impl Pump {
     }
 
     fn want_inject(&mut self, frame: Vec<u8>, code: u16, stop: StopAt) {
-        self.want = Some((frame, code));
+        self.want = Some((frame, Some(code)));
         self.stop = stop;
     }
 
@@ -423,6 +525,12 @@ impl Pump {
         self.write_done = true;
         self.discard = true;
         self.want = None;
+    }
+
+    /// The source is taken for dead: stop waiting for its bytes.
+    fn stop_reading(&mut self) {
+        self.read_done = true;
+        self.eof_reported = true;
     }
 
     fn finished(&self) -> bool {
@@ -495,6 +603,14 @@ impl Pump {
             return false;
         };
         let base = self.scanned;
+        if !self.framed {
+            let progressed = self.filled > base;
+            if !self.discard {
+                self.fwd = self.filled;
+            }
+            self.scanned = self.filled;
+            return progressed;
+        }
         let stop = if self.want.is_some() && !self.write_done {
             self.stop
         } else {
@@ -526,6 +642,15 @@ impl Pump {
                 // Past the offending header only discarding remains; keep parsing.
                 self.tracker = FrameTracker::new(0);
                 self.event = Some(PumpEvent::TooBig);
+            }
+            Event::Pong { start } => {
+                let ours = control_payload(&buf[base + start..end]) == PING_PAYLOAD;
+                if !self.discard {
+                    self.fwd = if ours { base + start } else { end };
+                }
+                if ours {
+                    self.event = Some(PumpEvent::PongSwallowed);
+                }
             }
             Event::Boundary | Event::None => {
                 if !self.discard {
@@ -572,9 +697,15 @@ impl Pump {
             }) {
                 self.inject = frame;
                 self.inject_pos = 0;
-                self.discard = true;
                 self.stop = StopAt::Never;
-                self.event = Some(PumpEvent::Injected(code));
+                self.event = Some(match code {
+                    Some(code) => {
+                        // After our close, nothing more may reach this destination.
+                        self.discard = true;
+                        PumpEvent::Injected(code)
+                    }
+                    None => PumpEvent::PingSent,
+                });
                 continue;
             }
             if self.shutdown_after_flush && !self.write_done && self.want.is_none() {
@@ -608,6 +739,7 @@ impl Pump {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {
                     self.filled += n;
+                    self.got_bytes = true;
                     self.scan(m);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -57,6 +57,8 @@ struct Reference {
     messages: u32,
     /// (start, end, code) of each close frame.
     closes: Vec<(usize, usize, Option<u16>)>,
+    /// (start, end) of each pong frame.
+    pongs: Vec<(usize, usize)>,
     /// Offsets that are message boundaries (frame ends outside a fragmented message).
     message_ends: Vec<usize>,
     /// Index of the first data frame that makes its message exceed the limit.
@@ -79,6 +81,9 @@ fn reference(frames: &[Frame], max_message: u64) -> (Vec<u8>, Reference) {
                 let code = (f.payload.len() >= 2)
                     .then(|| u16::from_be_bytes([f.payload[0], f.payload[1]]));
                 r.closes.push((start, end, code));
+            }
+            if f.opcode == 0xA {
+                r.pongs.push((start, end));
             }
         } else {
             message_len = if f.opcode == 0 {
@@ -174,14 +179,26 @@ struct Observed {
     data_frames: u32,
     messages: u32,
     closes: Vec<(usize, usize, Option<u16>)>,
+    pongs: Vec<(usize, usize)>,
     boundaries: Vec<(usize, StopAt)>,
     too_big: Vec<usize>,
 }
 
 /// Feeds `wire` in reads of the sizes in `cuts` (cycled), keeping the unconsumed tail
-/// as the relay does and asking for the stop kinds in `stops` (cycled).
-fn feed_like_relay(wire: &[u8], cuts: &[usize], stops: &[StopAt], max: u64) -> Observed {
-    let mut t = FrameTracker::new(max);
+/// as the relay does and asking for the stop kinds in `stops` (cycled). With `pongs`,
+/// the tracker also reports pong frames (the client-to-app side when wsdrain pings).
+fn feed_like_relay(
+    wire: &[u8],
+    cuts: &[usize],
+    stops: &[StopAt],
+    max: u64,
+    pongs: bool,
+) -> Observed {
+    let new = |max| {
+        let t = FrameTracker::new(max);
+        if pongs { t.reporting_pongs() } else { t }
+    };
+    let mut t = new(max);
     let mut obs = Observed::default();
     let mut pending: Vec<u8> = Vec::new();
     let mut at = 0usize;
@@ -210,6 +227,10 @@ fn feed_like_relay(wire: &[u8], cuts: &[usize], stops: &[StopAt], max: u64) -> O
                     assert!(start < f.consumed);
                     obs.closes.push((base + start, base + f.consumed, code));
                 }
+                Event::Pong { start } => {
+                    assert!(start < f.consumed);
+                    obs.pongs.push((base + start, base + f.consumed));
+                }
                 Event::Boundary => {
                     obs.boundaries.push((base + f.consumed, stop));
                     // The relay injects its frame here, then feeds on without a stop.
@@ -219,7 +240,7 @@ fn feed_like_relay(wire: &[u8], cuts: &[usize], stops: &[StopAt], max: u64) -> O
                     obs.too_big.push(base + f.consumed);
                     // What the relay does: past the offending header, only discarding
                     // remains, but parsing goes on without a limit.
-                    t = FrameTracker::new(0);
+                    t = new(0);
                 }
                 Event::None => {
                     // Only an incomplete header or control frame may stay behind.
@@ -264,13 +285,19 @@ proptest! {
         frames in stream_strategy(),
         cuts in cuts_strategy(),
         stops in prop::collection::vec(stop_strategy(), 1..16),
+        pongs in any::<bool>(),
     ) {
         let (wire, r) = reference(&frames, 0);
-        let obs = feed_like_relay(&wire, &cuts, &stops, 0);
+        let obs = feed_like_relay(&wire, &cuts, &stops, 0, pongs);
         prop_assert_eq!(obs.consumed, wire.len());
         prop_assert_eq!(obs.data_frames, r.data_frames);
         prop_assert_eq!(obs.messages, r.messages);
         prop_assert_eq!(&obs.closes, &r.closes);
+        if pongs {
+            prop_assert_eq!(&obs.pongs, &r.pongs);
+        } else {
+            prop_assert!(obs.pongs.is_empty());
+        }
         prop_assert!(obs.too_big.is_empty());
         let frame_ends: Vec<usize> =
             std::iter::once(0).chain(r.spans.iter().map(|s| s.1)).collect();
@@ -294,7 +321,7 @@ proptest! {
         max in prop_oneof![1u64..200, 200u64..70_000],
     ) {
         let (wire, r) = reference(&frames, max);
-        let obs = feed_like_relay(&wire, &cuts, &[StopAt::Never], max);
+        let obs = feed_like_relay(&wire, &cuts, &[StopAt::Never], max, false);
         prop_assert_eq!(obs.consumed, wire.len());
         match r.too_big_at {
             Some(i) => prop_assert_eq!(&obs.too_big, &vec![r.spans[i].0]),
@@ -314,14 +341,14 @@ proptest! {
         stops in prop::collection::vec(stop_strategy(), 1..8),
         max in prop_oneof![Just(0u64), 1u64..100_000, Just(u64::MAX)],
     ) {
-        let mut t = FrameTracker::new(max);
+        let mut t = FrameTracker::new(max).reporting_pongs();
         let mut pending: Vec<u8> = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             pending.extend_from_slice(c);
             for _ in 0..64 {
                 let f = t.feed(&pending, stops[i % stops.len()]);
                 prop_assert!(f.consumed <= pending.len());
-                if let Event::Close { start, .. } = f.event {
+                if let Event::Close { start, .. } | Event::Pong { start } = f.event {
                     prop_assert!(start < f.consumed);
                 }
                 pending.drain(..f.consumed);
@@ -330,7 +357,7 @@ proptest! {
                         prop_assert!(pending.len() <= 14 + 125);
                         break;
                     }
-                    Event::TooBig => t = FrameTracker::new(0),
+                    Event::TooBig => t = FrameTracker::new(0).reporting_pongs(),
                     Event::Boundary if f.consumed == 0 => break,
                     _ => {}
                 }

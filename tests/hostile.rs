@@ -1033,6 +1033,7 @@ async fn protocol_violations_are_counted() {
 /// client: a request written onto the closing connection fails with a reset, and the
 /// client gets a 502 although the app is healthy. GET is idempotent and nothing of the
 /// answer had arrived, so RFC 9112 §9.3.1 allows a retry on a fresh connection.
+/// A race: a handful of the 4,000 requests hit it in almost every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "bug: plain GETs get 502 when the app closes an idle pooled keep-alive connection (src/proxy/forward.rs does not retry idempotent requests)"]
 async fn pooled_connection_closed_by_app_is_not_a_502() {
@@ -1044,7 +1045,7 @@ async fn pooled_connection_closed_by_app_is_not_a_502() {
         tasks.push(tokio::spawn(async move {
             let mut bad = 0;
             let mut s = TcpStream::connect(listen).await.unwrap();
-            for i in 0..250 {
+            for i in 0..500 {
                 let req = format!("GET /close-after/{w}/{i} HTTP/1.1\r\nHost: x\r\n\r\n");
                 if s.write_all(req.as_bytes()).await.is_err() {
                     s = TcpStream::connect(listen).await.unwrap();
@@ -1065,7 +1066,7 @@ async fn pooled_connection_closed_by_app_is_not_a_502() {
     }
     assert_eq!(
         bad, 0,
-        "{bad} of 2000 GETs failed although the app answered every one it read"
+        "{bad} of 4000 GETs failed although the app answered every one it read"
     );
     proxy.assert_sound();
 }

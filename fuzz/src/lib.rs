@@ -17,14 +17,19 @@ struct Outcome {
     data_frames: u64,
     messages: u64,
     closes: Vec<(usize, usize, Option<u16>)>,
+    pongs: Vec<(usize, usize)>,
     too_big: Vec<usize>,
 }
 
 /// Feeds `data` in reads whose sizes come from `sizes` (cycled), the relay's way: the
 /// unconsumed tail is kept and fed again in front of the next read. Checks the per-call
 /// invariants as it goes.
-fn feed(data: &[u8], sizes: &[usize], max: u64) -> Outcome {
-    let mut t = FrameTracker::new(max);
+fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool) -> Outcome {
+    let new = |max| {
+        let t = FrameTracker::new(max);
+        if pongs { t.reporting_pongs() } else { t }
+    };
+    let mut t = new(max);
     let mut out = Outcome::default();
     let mut pending: Vec<u8> = Vec::new();
     let mut at = 0;
@@ -50,9 +55,14 @@ fn feed(data: &[u8], sizes: &[usize], max: u64) -> Outcome {
                     assert!(start < f.consumed, "close frame outside the consumed bytes");
                     out.closes.push((base + start, base + f.consumed, code));
                 }
+                Event::Pong { start } => {
+                    assert!(pongs, "pong reported without being asked");
+                    assert!(start < f.consumed, "pong frame outside the consumed bytes");
+                    out.pongs.push((base + start, base + f.consumed));
+                }
                 Event::TooBig => {
                     out.too_big.push(base + f.consumed);
-                    t = FrameTracker::new(0);
+                    t = new(0);
                 }
                 Event::Boundary => panic!("boundary reported without being asked"),
                 Event::None => {
@@ -87,13 +97,33 @@ pub fn check_frame_tracker(data: &[u8]) {
         _ => u64::from(data[1]) * 7 + 1,
     };
     let seed = usize::from(data[2]);
+    let pongs = data[1] & 1 == 1;
     let stream = &data[3..];
-    let whole = feed(stream, &[usize::MAX], max);
+    let whole = feed(stream, &[usize::MAX], max, pongs);
     let sizes: Vec<usize> = (0..7).map(|k| 1 + (seed * 31 + k * 17) % 64).collect();
-    let pieces = feed(stream, &sizes, max);
+    let pieces = feed(stream, &sizes, max, pongs);
     assert_eq!(whole, pieces, "whole and piecewise feeding disagree");
-    let bytewise = feed(stream, &[1], max);
+    let bytewise = feed(stream, &[1], max, pongs);
     assert_eq!(whole, bytewise, "whole and byte-by-byte feeding disagree");
+    // Reporting pongs changes where feeding stops, never what is accounted for.
+    let other = feed(stream, &sizes, max, !pongs);
+    assert_eq!(
+        (
+            whole.consumed,
+            whole.data_frames,
+            whole.messages,
+            &whole.closes,
+            &whole.too_big
+        ),
+        (
+            other.consumed,
+            other.data_frames,
+            other.messages,
+            &other.closes,
+            &other.too_big
+        ),
+        "reporting pongs changed the accounting"
+    );
 
     // Asked to stop at a frame end, the tracker stops only at one.
     let mut t = FrameTracker::new(0);

@@ -82,6 +82,17 @@ pub struct Drain {
     open_at_stagger: AtomicU64,
     closed_by_schedule: AtomicU64,
     closed_by_deadline: AtomicU64,
+    prestop_waiting: AtomicU64,
+}
+
+/// Counts a `/prestop` caller until its answer is on its way.
+#[derive(Debug)]
+pub struct PrestopWaiter<'a>(&'a Drain);
+
+impl Drop for PrestopWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.prestop_waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The JSON answer of `GET /drain`.
@@ -119,6 +130,7 @@ impl Default for Drain {
             open_at_stagger: AtomicU64::new(0),
             closed_by_schedule: AtomicU64::new(0),
             closed_by_deadline: AtomicU64::new(0),
+            prestop_waiting: AtomicU64::new(0),
         }
     }
 }
@@ -126,18 +138,16 @@ impl Default for Drain {
 impl Drain {
     /// Asks for a drain. Returns true when this call started or escalated it.
     pub fn trigger(&self, how: Trigger, source: &str) -> bool {
-        let escalated = self.trigger_tx.send_if_modified(|t| {
+        self.trigger_tx.send_if_modified(|t| {
             if how > *t {
+                // Logged before the controller wakes, so the log reads in order.
+                info!(source, trigger = ?how, "drain requested");
                 *t = how;
                 true
             } else {
                 false
             }
-        });
-        if escalated {
-            info!(source, trigger = ?how, "drain requested");
-        }
-        escalated
+        })
     }
 
     /// The current phase (one atomic load: used on the hot path).
@@ -167,6 +177,18 @@ impl Drain {
         let _ = rx.wait_for(|p| *p == Phase::Done).await;
     }
 
+    /// Registers a `/prestop` caller; the process does not exit while one is counted,
+    /// so a kubelet hook never sees its connection cut (bounded by the exit deadline).
+    pub fn prestop_waiter(&self) -> PrestopWaiter<'_> {
+        self.prestop_waiting.fetch_add(1, Ordering::AcqRel);
+        PrestopWaiter(self)
+    }
+
+    /// True while a `/prestop` answer is still being produced.
+    pub fn prestop_pending(&self) -> bool {
+        self.prestop_waiting.load(Ordering::Acquire) > 0
+    }
+
     fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
         self.phase_tx.send_replace(phase);
@@ -177,7 +199,11 @@ impl Drain {
     }
 
     /// Accounts for a relay that ended after `command` was given to it.
+    /// Closes asked for outside a drain (max age, shedding) are not the drain's.
     pub fn connection_ended(&self, command: Command, remaining: usize, metrics: &Metrics) {
+        if self.phase() < Phase::Staggering {
+            return;
+        }
         let counter = match command {
             Command::None => return,
             Command::Close => &self.closed_by_schedule,

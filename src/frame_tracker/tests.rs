@@ -182,3 +182,21 @@ fn built_close_frames_parse_back() {
     assert!(f.len() <= 2 + 125);
     assert!(std::str::from_utf8(&f[4..]).is_ok());
 }
+
+#[test]
+fn pongs_are_reported_only_when_asked_and_unmask() {
+    let mask = Some([1, 2, 3, 4]);
+    let mut s = frame(true, 1, b"data", mask);
+    let pong_at = s.len();
+    s.extend(frame(true, 0xA, b"wsdrain", mask));
+    let mut quiet = FrameTracker::new(0);
+    assert_eq!(quiet.feed(&s, StopAt::Never).event, Event::None);
+    let mut t = FrameTracker::new(0).reporting_pongs();
+    let f = t.feed(&s, StopAt::Never);
+    assert_eq!(
+        (f.consumed, f.event),
+        (s.len(), Event::Pong { start: pong_at })
+    );
+    assert_eq!(control_payload(&s[pong_at..]), b"wsdrain");
+    assert_eq!(control_payload(&ping_frame(b"abc")), b"abc");
+}

@@ -11,20 +11,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, body::Incoming};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::body::{Body, full};
-use crate::cli::ProxyOptions;
+use crate::cli::{Mode, ProxyOptions};
 use crate::connections::Connections;
+use crate::connections::Registration;
 use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::relay::RelaySettings;
+use crate::relay::{self, Ending, RelaySettings};
+use crate::{proxy_protocol, sockets};
 
 /// Everything the request handlers share.
 pub struct Shared {
@@ -60,10 +65,13 @@ impl Shared {
             .preserve_header_case(true)
             .keep_alive(true);
         let relay = RelaySettings {
-            close_code: opts.close_code,
-            close_timeout: opts.close_timeout,
+            close_code: opts.drain.close_code,
+            close_timeout: opts.drain.close_timeout,
             max_message: opts.max_message_size,
-            reconnect_jitter: opts.reconnect_jitter,
+            reconnect_jitter: opts.drain.reconnect_jitter,
+            framed: opts.mode == Mode::Http,
+            ping_interval: opts.ping_interval,
+            ping_timeout: opts.ping_timeout,
         };
         Arc::new(Shared {
             opts,
@@ -77,21 +85,81 @@ impl Shared {
     }
 }
 
+/// The two ends of a client connection as the app should see them (with
+/// `--accept-proxy-protocol`, `peer` is the address the load balancer reported).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddrs {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+}
+
+impl Shared {
+    /// Reads the PROXY header when `--accept-proxy-protocol` is on. `None` means the
+    /// header was missing or malformed: the connection is to be dropped (logged and
+    /// counted here).
+    pub async fn accept_client(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+    ) -> Option<ClientAddrs> {
+        sockets::tune(stream, self.opts.tcp_keepalive);
+        let local = stream.local_addr().unwrap_or(self.opts.listen);
+        if !self.opts.accept_proxy_protocol {
+            return Some(ClientAddrs { peer, local });
+        }
+        match proxy_protocol::read_header(stream, self.opts.handshake_timeout).await {
+            Ok(reported) => Some(ClientAddrs {
+                peer: reported.unwrap_or(peer),
+                local,
+            }),
+            Err(e) => {
+                self.metrics.error("proxy_protocol");
+                debug!(%peer, error = %e, "rejected a client connection");
+                None
+            }
+        }
+    }
+
+    /// Opens a connection to the app for one client: connect timeout, socket options,
+    /// and the PROXY header when `--proxy-protocol` is set. The error says what failed.
+    pub async fn connect_app(&self, client: ClientAddrs) -> Result<TcpStream, String> {
+        let upstream = self.opts.upstream;
+        let mut stream =
+            match timeout(self.opts.connect_timeout, TcpStream::connect(upstream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(format!("unreachable: {e}")),
+                Err(_) => return Err("did not accept the connection in time".into()),
+            };
+        sockets::tune(&stream, self.opts.tcp_keepalive);
+        if let Some(version) = self.opts.proxy_protocol {
+            let header = proxy_protocol::encode(version, client.peer, client.local);
+            if let Err(e) = stream.write_all(&header).await {
+                return Err(format!("failed while sending the PROXY header: {e}"));
+            }
+        }
+        Ok(stream)
+    }
+}
+
 /// Accepts client connections until the process ends.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+            Ok((mut stream, peer)) => {
                 let id = shared.connections.next_id();
                 let span = info_span!("conn", id, %peer);
                 let shared = shared.clone();
                 tokio::spawn(
                     async move {
+                        let Some(client) = shared.accept_client(&mut stream, peer).await else {
+                            return;
+                        };
                         let service = service_fn({
                             let shared = shared.clone();
-                            move |req| route(shared.clone(), req, peer, id)
+                            move |req| route(shared.clone(), req, client, id)
                         });
                         if let Err(e) = shared
                             .server
@@ -122,14 +190,56 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 async fn route(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: ClientAddrs,
     id: u64,
 ) -> Result<Response<Body>, Infallible> {
     if headers::is_websocket_upgrade(&req) {
-        Ok(upgrade::handle(shared, req, peer, id).await)
+        Ok(upgrade::handle(shared, req, client, id).await)
     } else {
-        Ok(forward::handle(shared, req, peer).await)
+        Ok(forward::handle(shared, req, client.peer).await)
     }
+}
+
+/// Runs the relay for one registered connection and keeps the books: the gauges, the
+/// duration histogram and the drain's accounting. Shared by the WebSocket and TCP modes.
+pub async fn relay_connection(
+    shared: &Shared,
+    registration: Registration,
+    client: TcpStream,
+    client_early: Bytes,
+    app: TcpStream,
+    app_early: Bytes,
+) {
+    let m = &shared.metrics;
+    m.total.inc();
+    m.active.inc();
+    let started = Instant::now();
+    debug!("connection open");
+    let handle = registration.handle.clone();
+    let ending = relay::run(
+        client,
+        client_early,
+        app,
+        app_early,
+        &handle,
+        &shared.relay,
+        m,
+    )
+    .await;
+    m.active.dec();
+    m.duration.observe(started.elapsed().as_secs_f64());
+    if ending == Ending::TimedOut {
+        m.error("close_timeout");
+    }
+    drop(registration);
+    shared
+        .drain
+        .connection_ended(handle.command(), shared.connections.len(), m);
+    debug!(
+        ?ending,
+        secs = started.elapsed().as_secs_f64(),
+        "connection closed"
+    );
 }
 
 /// A short plain-text answer of wsdrain's own.

@@ -5,9 +5,7 @@
 //! cookies and auth headers stay end-to-end, and a 401 or 404 from the app reaches the
 //! client untouched. Limits are checked before the app is contacted.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -20,16 +18,15 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::{Shared, answer, headers};
+use super::{ClientAddrs, Shared, answer, headers};
 use crate::body::{Body, empty};
 use crate::connections::Registration;
-use crate::relay::{self, Ending};
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client: ClientAddrs,
     id: u64,
 ) -> Response<Body> {
     let m = &shared.metrics;
@@ -61,12 +58,10 @@ pub async fn handle(
     let client_upgrade = hyper::upgrade::on(&mut req);
 
     let upstream = shared.opts.upstream;
-    let stream = match timeout(shared.opts.connect_timeout, TcpStream::connect(upstream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return upstream_failed(&shared, format!("unreachable: {e}")),
-        Err(_) => return upstream_failed(&shared, "did not accept the connection in time".into()),
+    let stream = match shared.connect_app(client).await {
+        Ok(s) => s,
+        Err(why) => return upstream_failed(&shared, why),
     };
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
         .handshake::<_, Body>(TokioIo::new(stream))
@@ -82,7 +77,7 @@ pub async fn handle(
     });
 
     let (mut parts, body) = req.into_parts();
-    headers::add_forwarded(&mut parts.headers, peer);
+    headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, body.boxed());
     let mut resp = match timeout(
         shared.opts.handshake_timeout,
@@ -161,34 +156,5 @@ async fn relay_when_upgraded(
         warn!("upgraded connection is not a TCP stream");
         return;
     };
-    let m = &shared.metrics;
-    m.total.inc();
-    m.active.inc();
-    let started = Instant::now();
-    debug!("websocket open");
-    let handle = registration.handle.clone();
-    let ending = relay::run(
-        client,
-        client_early,
-        app,
-        app_early,
-        &handle,
-        &shared.relay,
-        m,
-    )
-    .await;
-    m.active.dec();
-    m.duration.observe(started.elapsed().as_secs_f64());
-    if ending == Ending::TimedOut {
-        m.error("close_timeout");
-    }
-    drop(registration);
-    shared
-        .drain
-        .connection_ended(handle.command(), shared.connections.len(), m);
-    debug!(
-        ?ending,
-        secs = started.elapsed().as_secs_f64(),
-        "websocket closed"
-    );
+    super::relay_connection(&shared, registration, client, client_early, app, app_early).await;
 }

@@ -36,6 +36,11 @@ def process_request(connection, request):
     return None
 
 
+def pick_subprotocol(connection, subprotocols):
+    """The first subprotocol the client offers, or none when it offers none."""
+    return subprotocols[0] if subprotocols else None
+
+
 async def echo(ws):
     try:
         async for message in ws:
@@ -53,7 +58,7 @@ async def main():
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     async with serve(echo, "127.0.0.1", args.port, process_request=process_request,
-                     max_size=args.max_size, subprotocols=["chat.v2", "chat.v1"],
+                     max_size=args.max_size, select_subprotocol=pick_subprotocol,
                      compression="deflate", ping_interval=None):
         print("ready", flush=True)
         await stop

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Autobahn conformance through wsdrain: the same verdicts as directly against the app.
+
+Runs the Autobahn fuzzing cases (kosoku, an Autobahn-compatible fuzzing client) against a
+Python `websockets` echo app with compression on, once directly and once through
+`wsdrain proxy`, and compares `behavior` and `behaviorClose` case by case.
+
+    scripts/autobahn_compare.py              # CI selection: 1-7, 10, 12.1, 13.1
+    scripts/autobahn_compare.py --full       # every case; compares the cases the app
+                                             # passes directly and lists the others
+
+Exit status 0 when every compared case matches, 1 with the differing cases printed.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CI_CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*", "12.1.*", "13.1.*"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"autobahn_compare: nothing listening on 127.0.0.1:{port}")
+
+
+def kosoku(target_port: int, outdir: Path, cases, parallelism: int) -> dict:
+    args = [str(Path(sys.executable).parent / "kosoku"), "-m", "fuzzingclient",
+            f"127.0.0.1:{target_port}", "-o", str(outdir), "-p", str(parallelism)]
+    for c in cases:
+        args += ["-i", c]
+    subprocess.run(args, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=3600)
+    index = json.loads((outdir / "index.json").read_text())
+    # One agent per report: {agent: {case: {...}}}
+    (results,) = index.values()
+    return results
+
+
+def verdict(r: dict) -> tuple:
+    return (r.get("behavior"), r.get("behaviorClose"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="run the whole suite")
+    ap.add_argument("-p", "--parallelism", type=int, default=8)
+    ap.add_argument("--wsdrain", default=os.environ.get("WSDRAIN_BIN", str(ROOT / "target/debug/wsdrain")))
+    ap.add_argument("--keep", help="directory to keep the reports in")
+    args = ap.parse_args()
+    cases = [] if args.full else CI_CASES
+
+    app_port, listen, admin = free_port(), free_port(), free_port()
+    app = subprocess.Popen([sys.executable, str(ROOT / "tests/py/echo_server.py"), "--port", str(app_port)],
+                           stdout=subprocess.DEVNULL)
+    proxy = subprocess.Popen([args.wsdrain, "proxy", "--listen", f"127.0.0.1:{listen}",
+                              "--upstream", f"127.0.0.1:{app_port}", "--admin", f"127.0.0.1:{admin}",
+                              "--log-level", "error"])
+    try:
+        wait_port(app_port)
+        wait_port(listen)
+        out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="autobahn-"))
+        started = time.time()
+        direct = kosoku(app_port, out / "direct", cases, args.parallelism)
+        through = kosoku(listen, out / "wsdrain", cases, args.parallelism)
+        took = time.time() - started
+    finally:
+        proxy.send_signal(3)  # SIGQUIT: close at once
+        app.terminate()
+        for p in (proxy, app):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def case_key(c):
+        return [int(x) for x in c.split(".")]
+
+    compared, differ, skipped = 0, [], []
+    for case in sorted(direct, key=case_key):
+        d = direct[case]
+        if args.full and d.get("behavior") not in ("OK", "NON-STRICT", "INFORMATIONAL"):
+            skipped.append(f"{case}: {verdict(d)} directly")
+            continue
+        compared += 1
+        t = through.get(case)
+        if t is None or verdict(t) != verdict(d):
+            differ.append(f"{case}: direct {verdict(d)} vs wsdrain {verdict(t) if t else 'missing'}")
+    print(f"autobahn: {compared} cases compared in {took:.0f}s, {len(differ)} differ, "
+          f"{len(skipped)} not compared; reports in {out}")
+    for line in skipped:
+        print(f"  not compared (fails directly): {line}")
+    for line in differ:
+        print(f"  DIFFERS {line}")
+    return 1 if differ or compared == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+//! Reading and writing Kubernetes manifests for `wsdrain inject`: YAML or JSON streams,
+//! one document after another, and finding the pod templates inside each workload kind.
+//!
+//! GitOps repositories hold multi-document YAML, `List`s and every workload kind; the
+//! injector must find each pod template and leave everything else alone, byte for byte
+//! in meaning (field order is kept; YAML comments are not, as no maintained serde YAML
+//! crate keeps them). A syntax error names the document and the line, so the user can
+//! find it in a long file.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{InjectConfig, Outcome, inject_pod};
+
+/// Why a manifest stream could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// A YAML syntax or structure error.
+    #[error("document {document}: invalid YAML at line {line}, column {column}: {message}")]
+    Yaml {
+        /// 1-based number of the document in the stream.
+        document: usize,
+        /// 1-based line in the whole input.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A JSON syntax error.
+    #[error("document {document}: invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        /// 1-based number of the document in the stream.
+        document: usize,
+        /// 1-based line in the whole input.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// YAML that is well formed but cannot be a Kubernetes object (a non-string key).
+    #[error("document {document}: {message}")]
+    Structure {
+        /// 1-based number of the document in the stream.
+        document: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The result could not be rendered (a value YAML cannot hold).
+    #[error("document {document}: cannot write the result: {message}")]
+    Render {
+        /// 1-based number of the document.
+        document: usize,
+        /// What the serializer said.
+        message: String,
+    },
+}
+
+/// Input and output syntax, chosen by the input's first character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// YAML, documents separated by `---`.
+    Yaml,
+    /// JSON, one or more values one after another.
+    Json,
+}
+
+/// What `wsdrain inject` prints and reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The rewritten stream, in the input's syntax.
+    pub text: String,
+    /// Warnings, each naming the document and object.
+    pub warnings: Vec<String>,
+    /// Pod templates injected.
+    pub injected: usize,
+}
+
+/// Parses a YAML or JSON stream into documents (empty YAML documents are dropped).
+pub fn parse(input: &str) -> Result<(Format, Vec<Value>), InjectError> {
+    let first = input.trim_start().chars().next();
+    if matches!(first, Some('{' | '[')) {
+        let mut docs = Vec::new();
+        for (i, doc) in serde_json::Deserializer::from_str(input)
+            .into_iter::<Value>()
+            .enumerate()
+        {
+            match doc {
+                Ok(v) => docs.push(v),
+                Err(e) => {
+                    return Err(InjectError::Json {
+                        document: i + 1,
+                        line: e.line(),
+                        column: e.column(),
+                        message: strip_location(&e.to_string()),
+                    });
+                }
+            }
+        }
+        return Ok((Format::Json, docs));
+    }
+    let mut docs = Vec::new();
+    for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
+        // Through the YAML crate's own Value first: it rejects duplicate keys (as the
+        // API server does), where a JSON map would silently keep the last one.
+        match serde_yaml_ng::Value::deserialize(de) {
+            Ok(serde_yaml_ng::Value::Null) => {}
+            Ok(v) => docs.push(serde_json::to_value(v).map_err(|e| InjectError::Structure {
+                document: i + 1,
+                message: e.to_string(),
+            })?),
+            Err(e) => {
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                return Err(InjectError::Yaml {
+                    document: i + 1,
+                    line,
+                    column,
+                    message: strip_location(&e.to_string()),
+                });
+            }
+        }
+    }
+    Ok((Format::Yaml, docs))
+}
+
+/// Parser messages end with " at line L column C"; the error says it once, up front.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Writes documents back in `format`.
+pub fn render(format: Format, docs: &[Value]) -> Result<String, InjectError> {
+    let mut out = String::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let err = |message: String| InjectError::Render {
+            document: i + 1,
+            message,
+        };
+        match format {
+            Format::Yaml => {
+                if i > 0 {
+                    out.push_str("---\n");
+                }
+                out.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| err(e.to_string()))?);
+            }
+            Format::Json => {
+                out.push_str(&serde_json::to_string_pretty(doc).map_err(|e| err(e.to_string()))?);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `wsdrain inject` as a function: reads a stream, injects every opted-in pod template,
+/// writes it back in the same syntax. Namespace labels are not visible here, so only pod
+/// annotations and `cfg.all` opt pods in.
+pub fn inject_documents(input: &str, cfg: &InjectConfig) -> Result<Output, InjectError> {
+    let (format, mut docs) = parse(input)?;
+    let mut warnings = Vec::new();
+    let mut injected = 0;
+    for (i, doc) in docs.iter_mut().enumerate() {
+        visit(
+            doc,
+            cfg,
+            &format!("document {}", i + 1),
+            &mut warnings,
+            &mut injected,
+        );
+    }
+    Ok(Output {
+        text: render(format, &docs)?,
+        warnings,
+        injected,
+    })
+}
+
+/// `kind namespace/name` of an object, for messages.
+fn identity(obj: &Map<String, Value>) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let meta = obj.get("metadata");
+    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    let name = field("name")
+        .or(field("generateName"))
+        .unwrap_or("(unnamed)");
+    match field("namespace") {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Where the pod template of a workload kind lives, by API group and kind.
+fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    match (group, kind) {
+        ("", "Pod") => Some(""),
+        ("", "ReplicationController" | "PodTemplate") => Some("/template"),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
+            Some("/spec/template")
+        }
+        ("batch", "Job") => Some("/spec/template"),
+        ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+fn visit(
+    doc: &mut Value,
+    cfg: &InjectConfig,
+    place: &str,
+    warnings: &mut Vec<String>,
+    injected: &mut usize,
+) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let who = identity(obj);
+    if kind.ends_with("List") {
+        if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
+            for (j, item) in items.iter_mut().enumerate() {
+                visit(
+                    item,
+                    cfg,
+                    &format!("{place}, item {}", j + 1),
+                    warnings,
+                    injected,
+                );
+            }
+        }
+        return;
+    }
+    let Some(pointer) = template_pointer(&api_version, &kind) else {
+        return;
+    };
+    let workload_asks = obj
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(super::INJECT_ANNOTATION))
+        .is_some();
+    let template = if pointer.is_empty() {
+        Some(obj)
+    } else {
+        doc.pointer_mut(pointer).and_then(Value::as_object_mut)
+    };
+    let Some(template) = template else {
+        warnings.push(format!(
+            "{place} ({who}): no pod template at {pointer}; left as is"
+        ));
+        return;
+    };
+    let template_asks = template
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(super::INJECT_ANNOTATION))
+        .is_some();
+    let report = inject_pod(template, cfg, false);
+    if report.outcome == Outcome::Injected {
+        *injected += 1;
+    }
+    if !pointer.is_empty() && workload_asks && !template_asks {
+        warnings.push(format!(
+            "{place} ({who}): {} is set on the {kind} itself, which is ignored: put it in spec.template.metadata.annotations",
+            super::INJECT_ANNOTATION
+        ));
+    }
+    warnings.extend(
+        report
+            .warnings
+            .into_iter()
+            .map(|w| format!("{place} ({who}): {w}")),
+    );
+}

@@ -1,0 +1,269 @@
+//! Injection settings: the defaults from the command line, overridden per pod by
+//! `wsdrain.io/<setting>` annotations.
+//!
+//! Platform teams set the defaults once (flags of `wsdrain inject` / `wsdrain webhook`);
+//! an app team tunes its own pods with annotations, without touching the webhook. A bad
+//! annotation value must not block a rollout, so it becomes a warning and the default
+//! stays. Values are checked with the same parsers as the sidecar's own flags, so
+//! whatever passes here also starts the sidecar.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::cli::{InjectDefaults, parse_close_code, parse_duration, parse_rate, parse_size};
+
+/// Prefix of every wsdrain annotation.
+pub const PREFIX: &str = "wsdrain.io/";
+
+/// Annotations that are not settings but known all the same (no "unknown" warning).
+const NOT_SETTINGS: &[&str] = &["inject", "injected", "admin-token"];
+
+/// Everything that shapes one injected sidecar, after annotation overrides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Sidecar image.
+    pub image: String,
+    /// Image pull policy: `Always`, `IfNotPresent` or `Never`.
+    pub image_pull_policy: String,
+    /// App container to front (`wsdrain.io/container`); `None` = chosen from the ports.
+    pub container: Option<String>,
+    /// Name of the app port to take over (`wsdrain.io/port`); `None` = `http`,
+    /// `websocket` or `ws`.
+    pub port: Option<String>,
+    /// App port the sidecar relays to (`wsdrain.io/upstream-port`); `None` = the number
+    /// of the port taken over, else the app container's first port.
+    pub upstream_port: Option<u16>,
+    /// Sidecar client port.
+    pub listen_port: u16,
+    /// Sidecar admin port.
+    pub admin_port: u16,
+    /// Sidecar `--drain-delay`.
+    pub drain_delay: Duration,
+    /// Sidecar `--drain-window`.
+    pub drain_window: Duration,
+    /// Sidecar `--drain-max-rate`.
+    pub drain_max_rate: f64,
+    /// Sidecar `--close-timeout`.
+    pub close_timeout: Duration,
+    /// Sidecar `--close-code`.
+    pub close_code: u16,
+    /// Sidecar `--reconnect-jitter`.
+    pub reconnect_jitter: Duration,
+    /// Sidecar `--max-connections`.
+    pub max_connections: u32,
+    /// Sidecar `--max-message-size`.
+    pub max_message_size: u64,
+    /// Resource quantities; empty = not set.
+    pub cpu_request: String,
+    /// Memory request; empty = not set.
+    pub memory_request: String,
+    /// CPU limit; empty = not set.
+    pub cpu_limit: String,
+    /// Memory limit; empty = not set.
+    pub memory_limit: String,
+    /// `TOKIO_WORKER_THREADS` of the sidecar.
+    pub worker_threads: u32,
+    /// Regular container instead of a native sidecar.
+    pub classic: bool,
+}
+
+impl From<&InjectDefaults> for Settings {
+    fn from(d: &InjectDefaults) -> Self {
+        Settings {
+            image: d.image.clone(),
+            image_pull_policy: d.image_pull_policy.clone(),
+            container: None,
+            port: None,
+            upstream_port: None,
+            listen_port: d.listen_port,
+            admin_port: d.admin_port,
+            drain_delay: d.drain.drain_delay,
+            drain_window: d.drain.drain_window,
+            drain_max_rate: d.drain.drain_max_rate,
+            close_timeout: d.drain.close_timeout,
+            close_code: d.drain.close_code,
+            reconnect_jitter: d.drain.reconnect_jitter,
+            max_connections: d.max_connections,
+            max_message_size: d.max_message_size,
+            cpu_request: d.cpu_request.clone(),
+            memory_request: d.memory_request.clone(),
+            cpu_limit: d.cpu_limit.clone(),
+            memory_limit: d.memory_limit.clone(),
+            worker_threads: d.worker_threads,
+            classic: d.classic,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings for one pod: `self` (the defaults) overridden by the pod's
+    /// `wsdrain.io/<setting>` annotations. Each invalid or unknown annotation adds a
+    /// warning and leaves the default in place.
+    pub fn with_overrides(
+        &self,
+        annotations: &Map<String, Value>,
+        warnings: &mut Vec<String>,
+    ) -> Settings {
+        let mut s = self.clone();
+        for (key, value) in annotations {
+            let Some(name) = key.strip_prefix(PREFIX) else {
+                continue;
+            };
+            if NOT_SETTINGS.contains(&name) {
+                continue;
+            }
+            let Some(raw) = value.as_str() else {
+                warnings.push(format!("annotation {key} is not a string; ignored"));
+                continue;
+            };
+            if let Err(why) = s.apply(name, raw.trim()) {
+                warnings.push(format!(
+                    "annotation {key}: \"{raw}\" is not valid ({why}); using the default"
+                ));
+            }
+        }
+        if s.listen_port == s.admin_port {
+            warnings.push(format!(
+                "listen port and admin port are both {}; using the defaults {} and {}",
+                s.listen_port, self.listen_port, self.admin_port
+            ));
+            s.listen_port = self.listen_port;
+            s.admin_port = self.admin_port;
+        }
+        s
+    }
+
+    /// Applies one override; the error says what a valid value looks like.
+    fn apply(&mut self, name: &str, raw: &str) -> Result<(), String> {
+        match name {
+            "image" => self.image = parse_image(raw)?,
+            "image-pull-policy" => {
+                self.image_pull_policy = match raw {
+                    "Always" | "IfNotPresent" | "Never" => raw.to_string(),
+                    _ => return Err("expected Always, IfNotPresent or Never".into()),
+                }
+            }
+            "container" => self.container = Some(parse_name(raw, 63)?),
+            "port" => self.port = Some(parse_name(raw, 15)?),
+            "upstream-port" => self.upstream_port = Some(parse_port(raw)?),
+            "listen-port" => self.listen_port = parse_port(raw)?,
+            "admin-port" => self.admin_port = parse_port(raw)?,
+            "drain-delay" => self.drain_delay = parse_duration(raw)?,
+            "drain-window" => self.drain_window = parse_duration(raw)?,
+            "drain-max-rate" => self.drain_max_rate = parse_rate(raw)?,
+            "close-timeout" => self.close_timeout = parse_duration(raw)?,
+            "close-code" => self.close_code = parse_close_code(raw)?,
+            "reconnect-jitter" => self.reconnect_jitter = parse_duration(raw)?,
+            "max-connections" => {
+                self.max_connections = match raw.parse::<u32>() {
+                    Ok(n) if n >= 1 => n,
+                    _ => return Err("expected a whole number of at least 1".into()),
+                }
+            }
+            "max-message-size" => self.max_message_size = parse_size(raw)?,
+            "cpu-request" => self.cpu_request = parse_quantity(raw)?,
+            "memory-request" => self.memory_request = parse_quantity(raw)?,
+            "cpu-limit" => self.cpu_limit = parse_quantity(raw)?,
+            "memory-limit" => self.memory_limit = parse_quantity(raw)?,
+            "worker-threads" => {
+                self.worker_threads = match raw.parse::<u32>() {
+                    Ok(n) if (1..=64).contains(&n) => n,
+                    _ => return Err("expected a whole number from 1 to 64".into()),
+                }
+            }
+            "classic" => {
+                self.classic = match raw {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err("expected \"true\" or \"false\"".into()),
+                }
+            }
+            _ => return Err("unknown wsdrain setting".into()),
+        }
+        Ok(())
+    }
+
+    /// The most a drain can take: announce + stagger (stretched by the rate limit at
+    /// `--max-connections`) + close timeout.
+    pub fn drain_bound(&self) -> Duration {
+        let stagger = crate::drain::scheduler::stagger_length(
+            self.max_connections as usize,
+            self.drain_window,
+            self.drain_max_rate,
+        );
+        self.drain_delay + stagger + self.close_timeout
+    }
+}
+
+/// Formats a duration the way the sidecar's flags read it back: `30s`, or `1500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+fn parse_port(raw: &str) -> Result<u16, String> {
+    match raw.parse::<u16>() {
+        Ok(p) if p >= 1 => Ok(p),
+        _ => Err("expected a port number from 1 to 65535".into()),
+    }
+}
+
+/// A container or port name: lowercase letters, digits and `-`, at most `max` long.
+fn parse_name(raw: &str, max: usize) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= max
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !raw.starts_with('-')
+        && !raw.ends_with('-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(format!(
+            "expected a name of at most {max} lowercase letters, digits and '-'"
+        ))
+    }
+}
+
+fn parse_image(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("expected an image reference without spaces".into());
+    }
+    Ok(raw.to_string())
+}
+
+/// A Kubernetes resource quantity such as `100m`, `64Mi`, `1.5`, `2e3`; empty = unset.
+pub fn parse_quantity(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || is_quantity(raw) {
+        Ok(raw.to_string())
+    } else {
+        Err("expected a Kubernetes quantity such as 100m, 64Mi or 1".into())
+    }
+}
+
+fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E", "",
+    ];
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(end);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    let dots = number.chars().filter(|&c| c == '.').count();
+    if digits == 0 || dots > 1 {
+        return false;
+    }
+    if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
+        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+        return !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit());
+    }
+    SUFFIXES.contains(&suffix)
+}

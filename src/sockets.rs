@@ -1,0 +1,49 @@
+//! Socket options, set with socket2 the way a busy sidecar needs them.
+//!
+//! A rolling update reconnects thousands of clients within seconds, so the accept
+//! backlog is raised well above the default; `SO_REUSEADDR` lets a restarted sidecar
+//! bind at once while old connections linger in TIME_WAIT. Relayed streams get
+//! `TCP_NODELAY` (frames are small and latency-bound) and TCP keepalive, so a peer
+//! that vanished without a FIN is noticed even when nobody pings.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accept backlog for the listening sockets.
+const BACKLOG: i32 = 4096;
+
+/// Binds a non-blocking TCP listener on `addr`.
+pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .with_context(|| format!("creating the {what} socket"))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding the {what} address {addr}"))?;
+    socket
+        .listen(BACKLOG)
+        .with_context(|| format!("listening on the {what} address {addr}"))?;
+    TcpListener::from_std(socket.into()).with_context(|| format!("registering the {what} socket"))
+}
+
+/// Sets `TCP_NODELAY` and, unless `keepalive` is zero, TCP keepalive probes after
+/// `keepalive` of silence (then every `keepalive / 3`). Failures are ignored: these
+/// are optimisations, and the connection works without them.
+pub fn tune(stream: &TcpStream, keepalive: Duration) {
+    let _ = stream.set_nodelay(true);
+    if !keepalive.is_zero() {
+        let ka = TcpKeepalive::new()
+            .with_time(keepalive)
+            .with_interval((keepalive / 3).max(Duration::from_secs(1)));
+        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+    }
+}

@@ -1,0 +1,286 @@
+//! Shared parts of the integration tests: a real echo app, a real `wsdrain` process,
+//! and small helpers. Everything runs on 127.0.0.1 with bounded timeouts.
+#![allow(dead_code)]
+// tungstenite fixes the callback signature; its error type is large by design.
+#![allow(clippy::result_large_err)]
+
+pub mod clients;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// What the echo app observed, for assertions.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Request headers of each upgrade, lower-case names.
+    pub headers: Vec<Vec<(String, String)>>,
+    /// Text messages received, in order of arrival, across connections.
+    pub texts: Vec<String>,
+    /// Close codes received from the proxy.
+    pub close_codes: Vec<Option<u16>>,
+    /// Connections that ended without a close frame.
+    pub no_close: usize,
+    /// Pong frames that reached the app.
+    pub pongs: usize,
+}
+
+/// A tokio-tungstenite echo app on a loopback port.
+pub struct EchoApp {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EchoApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl EchoApp {
+    /// Starts the app; it echoes every data message and answers "select" with the
+    /// first offered subprotocol.
+    pub async fn start() -> EchoApp {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo app");
+        let addr = listener.local_addr().expect("local addr");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen2.clone();
+                tokio::spawn(serve_echo(stream, seen));
+            }
+        });
+        EchoApp { addr, seen, task }
+    }
+}
+
+async fn serve_echo(stream: TcpStream, seen: Arc<Mutex<Seen>>) {
+    let seen_hdr = seen.clone();
+    let callback = move |req: &Request, mut resp: Response| {
+        let headers: Vec<(String, String)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        if let Some(p) = req.headers().get("sec-websocket-protocol") {
+            let first = p
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            resp.headers_mut()
+                .insert("sec-websocket-protocol", first.parse().expect("header"));
+        }
+        seen_hdr.lock().expect("lock").headers.push(headers);
+        Ok(resp)
+    };
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
+        return;
+    };
+    let mut closed = false;
+    while let Some(Ok(msg)) = ws.next().await {
+        let reply = match msg {
+            Message::Text(t) => {
+                seen.lock().expect("lock").texts.push(t.to_string());
+                Some(Message::Text(t))
+            }
+            Message::Binary(b) => Some(Message::Binary(b)),
+            Message::Pong(_) => {
+                seen.lock().expect("lock").pongs += 1;
+                None
+            }
+            Message::Close(frame) => {
+                closed = true;
+                seen.lock()
+                    .expect("lock")
+                    .close_codes
+                    .push(frame.map(|f| u16::from(f.code)));
+                None
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply
+            && ws.send(reply).await.is_err()
+        {
+            break;
+        }
+    }
+    if !closed {
+        seen.lock().expect("lock").no_close += 1;
+    }
+}
+
+/// A running `wsdrain proxy` child process.
+pub struct Proxy {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Starts `wsdrain proxy` in front of `upstream` with extra flags, and waits until
+    /// its admin port answers.
+    pub async fn start(upstream: SocketAddr, extra: &[&str]) -> Proxy {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_wsdrain"))
+            .arg("proxy")
+            .args(["--listen", &listen.to_string()])
+            .args(["--upstream", &upstream.to_string()])
+            .args(["--admin", &admin.to_string()])
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn wsdrain");
+        let proxy = Proxy {
+            child,
+            listen,
+            admin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http(admin, "GET", "/healthz", &[], b"").await {
+                return proxy;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("wsdrain did not come up on {admin}");
+    }
+
+    /// ws:// URL of the proxy.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.listen, path)
+    }
+
+    /// Sends a signal to the proxy process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `within`; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The value of one metric sample (exact series text, e.g. `x{a="b"}`), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http(self.admin, "GET", "/metrics", &[], b"")
+            .await
+            .expect("metrics");
+        metric_value(&body, series)
+    }
+}
+
+/// Finds a sample in Prometheus text; 0 when the series is not there.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (Connection: close); returns
+/// status and body. Good enough for the admin port and simple proxy checks.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let (status, _, body) = http_full(addr, method, path, headers, body).await?;
+    Ok((status, body))
+}
+
+/// Like [`http`], also returning the raw response head.
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, String)> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other("connect timeout"))??;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("read timeout"))??;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {head:?}")))?;
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// The close frame a client received, if any.
+pub fn close_code(frame: &Option<CloseFrame>) -> Option<u16> {
+    frame.as_ref().map(|f| u16::from(f.code))
+}
