@@ -119,6 +119,9 @@ pub struct ProxyOptions {
     /// with close 1009. 0 = no limit.
     #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_message_size: u64,
+    /// Time the app has to answer a plain HTTP request with its response head; then 504.
+    #[arg(long, env = "WSDRAIN_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
     /// Time to wait for the app to accept a TCP connection.
     #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub connect_timeout: Duration,

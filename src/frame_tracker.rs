@@ -71,6 +71,10 @@ pub struct Feed {
     pub messages: u32,
     /// Data frames (any fragment) whose header was consumed in this call.
     pub data_frames: u32,
+    /// Frame headers that break RFC 6455 in a way the tracker can see (reserved
+    /// opcode, wrong masking for the direction, control frame over 125 bytes). They are
+    /// relayed anyway, for the app (or client) to judge; this only counts them.
+    pub violations: u32,
     /// Why the tracker stopped.
     pub event: Event,
 }
@@ -90,6 +94,9 @@ pub struct FrameTracker {
     in_message: bool,
     /// Stop at pong frames so the relay can swallow the answers to its own pings.
     report_pongs: bool,
+    /// Frames in this direction must be masked (client to app) or not (app to client);
+    /// `None` skips the check.
+    masked: Option<bool>,
 }
 
 impl FrameTracker {
@@ -100,6 +107,12 @@ impl FrameTracker {
             max_message,
             ..Self::default()
         }
+    }
+
+    /// Counts frames whose masking is wrong for this direction as violations.
+    pub fn expecting_mask(mut self, masked: bool) -> Self {
+        self.masked = Some(masked);
+        self
     }
 
     /// Also reports [`Event::Pong`], for the client-to-app side when wsdrain pings.
@@ -124,6 +137,7 @@ impl FrameTracker {
             consumed: 0,
             messages: 0,
             data_frames: 0,
+            violations: 0,
             event: Event::None,
         };
         let mut pos = 0usize;
@@ -155,6 +169,13 @@ impl FrameTracker {
             let Some(header) = parse_header(&buf[pos..]) else {
                 return feed;
             };
+            let reserved = matches!(header.opcode, 0x3..=0x7 | 0xB..=0xF);
+            let oversized_control =
+                header.opcode & 0x8 != 0 && header.payload_len > MAX_CONTROL_PAYLOAD;
+            let wrong_mask = self.masked.is_some_and(|m| m != header.mask.is_some());
+            if reserved || oversized_control || wrong_mask {
+                feed.violations += 1;
+            }
             if header.opcode & 0x8 != 0 && header.payload_len <= MAX_CONTROL_PAYLOAD {
                 // A well-formed control frame: only ever consumed whole.
                 let end = header.len + header.payload_len as usize;
@@ -195,6 +216,11 @@ impl FrameTracker {
                 if header.fin {
                     feed.messages += 1;
                 }
+            } else if self.max_message > 0 && header.payload_len > self.max_message {
+                // A control frame over 125 bytes is streamed like data; the size limit
+                // still applies to it.
+                feed.event = Event::TooBig;
+                return feed;
             }
             pos += header.len;
             self.payload_left = header.payload_len;

@@ -23,6 +23,8 @@ pub struct DirectionMetrics {
     pub bytes: IntCounter,
     /// Data frames that could not be delivered because the receiver had closed.
     pub dropped_frames: IntCounter,
+    /// `websocket_errors_total{kind="protocol_violation"}`: frames breaking RFC 6455.
+    pub violations: IntCounter,
 }
 
 /// Every metric wsdrain exports, registered in one registry.
@@ -59,7 +61,8 @@ pub struct Metrics {
     pub rebalanced: IntCounterVec,
     /// `wsdrain_max_connections`: the configured limit, so alerts need no constant.
     pub max_connections: IntGauge,
-    /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last check.
+    /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last attempt. Fed by
+    /// `/readyz` and by real connections, so wsdrain adds no probes of its own.
     pub upstream_up: IntGauge,
 }
 
@@ -193,7 +196,7 @@ impl Metrics {
         reg(Box::new(max_connections.clone()));
         let upstream_up = IntGauge::new(
             "wsdrain_upstream_up",
-            "1 when the app accepted a TCP connection at the last check (every 5 s and on /readyz).",
+            "1 when the app accepted TCP at the last attempt (each /readyz check and each connection opened to it).",
         )
         .expect("valid metric");
         reg(Box::new(upstream_up.clone()));
@@ -206,6 +209,7 @@ impl Metrics {
             messages: messages.with_label_values(&[d]),
             bytes: bytes.with_label_values(&[d]),
             dropped_frames: dropped.with_label_values(&[d]),
+            violations: errors.with_label_values(&["protocol_violation"]),
         };
         Metrics {
             client_to_app: direction(CLIENT_TO_APP),

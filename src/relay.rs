@@ -30,6 +30,7 @@ use bytes::Bytes;
 use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tracing::debug;
 
 use crate::buffer_pool;
 use crate::connections::{Command, ConnHandle};
@@ -102,8 +103,15 @@ pub async fn run(
 ) -> Ending {
     let pinging = settings.framed && !settings.ping_interval.is_zero();
     let mut relay = Relay {
-        c2a: Pump::new(settings, &client_early, pinging),
-        a2c: Pump::new(settings, &app_early, false),
+        c2a: Pump::new(settings, &client_early, {
+            let t = FrameTracker::new(settings.max_message).expecting_mask(true);
+            if pinging { t.reporting_pongs() } else { t }
+        }),
+        a2c: Pump::new(
+            settings,
+            &app_early,
+            FrameTracker::new(settings.max_message).expecting_mask(false),
+        ),
         ping_timer: pinging.then(|| Box::pin(tokio::time::sleep(settings.ping_interval))),
         ping_outstanding: false,
         client,
@@ -472,17 +480,14 @@ struct Pump {
     framed: bool,
     /// Bytes arrived from the source since the relay last looked (liveness).
     got_bytes: bool,
+    /// A protocol violation was logged for this direction already.
+    violation_logged: bool,
 }
 
 impl Pump {
-    fn new(settings: &RelaySettings, early: &[u8], pongs: bool) -> Self {
-        let tracker = FrameTracker::new(settings.max_message);
+    fn new(settings: &RelaySettings, early: &[u8], tracker: FrameTracker) -> Self {
         let mut pump = Pump {
-            tracker: if pongs {
-                tracker.reporting_pongs()
-            } else {
-                tracker
-            },
+            tracker,
             buf: None,
             pos: 0,
             fwd: 0,
@@ -501,6 +506,7 @@ impl Pump {
             event: None,
             framed: settings.framed,
             got_bytes: false,
+            violation_logged: false,
         };
         if !early.is_empty() {
             let mut buf = if early.len() <= buffer_pool::BUF_SIZE / 2 {
@@ -622,6 +628,12 @@ impl Pump {
             m.dropped_frames.inc_by(u64::from(feed.data_frames));
         } else {
             m.messages.inc_by(u64::from(feed.messages));
+        }
+        if feed.violations > 0 {
+            m.violations.inc_by(u64::from(feed.violations));
+            if !std::mem::replace(&mut self.violation_logged, true) {
+                debug!("relaying a frame that breaks RFC 6455, for the peer to judge");
+            }
         }
         match feed.event {
             Event::Close { start, code } => {

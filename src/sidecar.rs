@@ -41,16 +41,6 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         .metrics
         .max_connections
         .set(i64::from(shared.opts.max_connections));
-    tokio::spawn({
-        let shared = shared.clone();
-        async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                let _ = admin::probe_upstream(&shared).await;
-            }
-        }
-    });
     if !shared.opts.max_connection_age.is_zero() {
         tokio::spawn(rebalance::retire_old_connections(shared.clone()));
     }

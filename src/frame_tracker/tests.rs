@@ -170,6 +170,7 @@ fn built_close_frames_parse_back() {
                 consumed: f.len(),
                 messages: 0,
                 data_frames: 0,
+                violations: 0,
                 event: Event::Close {
                     start: 0,
                     code: Some(1012)
@@ -199,4 +200,27 @@ fn pongs_are_reported_only_when_asked_and_unmask() {
     );
     assert_eq!(control_payload(&s[pong_at..]), b"wsdrain");
     assert_eq!(control_payload(&ping_frame(b"abc")), b"abc");
+}
+
+#[test]
+fn violations_are_counted_and_oversized_control_frames_obey_the_limit() {
+    let m = Some([1, 2, 3, 4]);
+    let mut s = frame(true, 1, b"ok", m);
+    s.extend(frame(true, 1, b"unmasked", None));
+    s.extend(frame(true, 0x3, b"reserved", m));
+    s.extend(frame(true, 0x9, &[0u8; 200], m));
+    let mut t = FrameTracker::new(0).expecting_mask(true);
+    let f = t.feed(&s, StopAt::Never);
+    // The reserved data opcode still counts as a message (it is relayed as one).
+    assert_eq!((f.consumed, f.violations, f.messages), (s.len(), 3, 3));
+    // With a limit, a 200-byte ping is refused like a 200-byte message would be.
+    let big_ping = frame(true, 0x9, &[0u8; 200], m);
+    let mut t = FrameTracker::new(100);
+    assert_eq!(t.feed(&big_ping, StopAt::Never).event, Event::TooBig);
+    // App-to-client frames must not be masked.
+    let mut t = FrameTracker::new(0).expecting_mask(false);
+    assert_eq!(
+        t.feed(&frame(true, 2, b"x", m), StopAt::Never).violations,
+        1
+    );
 }

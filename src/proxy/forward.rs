@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, body::Incoming};
+use tokio::time::timeout;
 use tracing::warn;
 
 use super::{Shared, answer, headers};
@@ -39,21 +40,34 @@ pub async fn handle(
     };
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer);
-    let mut resp = match shared
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(resp) => resp.map(|b| b.boxed()),
-        Err(e) => {
+    let request = shared.client.request(Request::from_parts(parts, body));
+    let mut resp = match timeout(shared.opts.response_timeout, request).await {
+        Ok(Ok(resp)) => {
+            shared.metrics.upstream_up.set(1);
+            resp.map(|b| b.boxed())
+        }
+        Ok(Err(e)) => {
             warn!(%upstream, error = %e, "plain HTTP request to the app failed");
             shared.metrics.error("upstream_http");
+            if e.is_connect() {
+                shared.metrics.upstream_up.set(0);
+            }
             let resp = answer(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "wsdrain: upstream {upstream} unreachable: {}",
                     error_chain(&e)
                 ),
+            );
+            count(&shared, resp.status());
+            return resp;
+        }
+        Err(_) => {
+            warn!(%upstream, "the app did not answer a plain HTTP request in time");
+            shared.metrics.error("upstream_timeout");
+            let resp = answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("wsdrain: upstream {upstream} did not answer within --response-timeout"),
             );
             count(&shared, resp.status());
             return resp;

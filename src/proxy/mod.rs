@@ -126,12 +126,14 @@ impl Shared {
     /// and the PROXY header when `--proxy-protocol` is set. The error says what failed.
     pub async fn connect_app(&self, client: ClientAddrs) -> Result<TcpStream, String> {
         let upstream = self.opts.upstream;
-        let mut stream =
-            match timeout(self.opts.connect_timeout, TcpStream::connect(upstream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(format!("unreachable: {e}")),
-                Err(_) => return Err("did not accept the connection in time".into()),
-            };
+        let connected = timeout(self.opts.connect_timeout, TcpStream::connect(upstream)).await;
+        let up = matches!(connected, Ok(Ok(_)));
+        self.metrics.upstream_up.set(i64::from(up));
+        let mut stream = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("unreachable: {e}")),
+            Err(_) => return Err("did not accept the connection in time".into()),
+        };
         sockets::tune(&stream, self.opts.tcp_keepalive);
         if let Some(version) = self.opts.proxy_protocol {
             let header = proxy_protocol::encode(version, client.peer, client.local);
@@ -167,6 +169,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                             .with_upgrades()
                             .await
                         {
+                            if let Some(kind) = rejection_kind(&e) {
+                                shared.metrics.error(kind);
+                            }
                             debug!(error = %e, "client connection ended with an error");
                         }
                     }
@@ -197,6 +202,20 @@ async fn route(
         Ok(upgrade::handle(shared, req, client, id).await)
     } else {
         Ok(forward::handle(shared, req, client.peer).await)
+    }
+}
+
+/// The error kind for a request hyper refused before it reached a handler (it answers
+/// 400 or 431 itself, or closes a slow head); `None` for a client that simply left.
+fn rejection_kind(e: &hyper::Error) -> Option<&'static str> {
+    if e.is_timeout() {
+        Some("header_timeout")
+    } else if e.is_parse_too_large() {
+        Some("header_too_large")
+    } else if e.is_parse() || e.is_parse_status() {
+        Some("bad_request")
+    } else {
+        None
     }
 }
 
