@@ -121,6 +121,12 @@ impl FrameTracker {
         self
     }
 
+    /// Lifts the message size limit: after [`Event::TooBig`] the relay only discards,
+    /// and the offending frame must be parsed past.
+    pub fn disable_limit(&mut self) {
+        self.max_message = 0;
+    }
+
     /// True between frames: nothing of a frame has been consumed without its end.
     pub fn at_frame_boundary(&self) -> bool {
         self.payload_left == 0
@@ -173,15 +179,16 @@ impl FrameTracker {
             let oversized_control =
                 header.opcode & 0x8 != 0 && header.payload_len > MAX_CONTROL_PAYLOAD;
             let wrong_mask = self.masked.is_some_and(|m| m != header.mask.is_some());
-            if reserved || oversized_control || wrong_mask {
-                feed.violations += 1;
-            }
+            // Counted where the header is consumed, so a header seen again after a short
+            // read is not counted twice.
+            let violation = u32::from(reserved || oversized_control || wrong_mask);
             if header.opcode & 0x8 != 0 && header.payload_len <= MAX_CONTROL_PAYLOAD {
                 // A well-formed control frame: only ever consumed whole.
                 let end = header.len + header.payload_len as usize;
                 if len - pos < end {
                     return feed;
                 }
+                feed.violations += violation;
                 let start = pos;
                 pos += end;
                 feed.consumed = pos;
@@ -210,6 +217,7 @@ impl FrameTracker {
                     feed.event = Event::TooBig;
                     return feed;
                 }
+                feed.violations += violation;
                 self.message_len = message_len;
                 self.in_message = !header.fin;
                 feed.data_frames += 1;
@@ -221,6 +229,8 @@ impl FrameTracker {
                 // still applies to it.
                 feed.event = Event::TooBig;
                 return feed;
+            } else {
+                feed.violations += violation;
             }
             pos += header.len;
             self.payload_left = header.payload_len;

@@ -84,12 +84,18 @@ pub fn shed(shared: &Arc<Shared>, count: usize) -> usize {
     let shared = shared.clone();
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
+        let max_rate = shared.opts.drain.drain_max_rate;
+        let mut pacer =
+            scheduler::Pacer::new(n, scheduler::stagger_length(n, window, max_rate), start);
         for (handle, at) in
             handles
                 .iter()
                 .zip(scheduler::plan(n, window, shared.opts.drain.drain_max_rate))
         {
             tokio::time::sleep_until(start + at).await;
+            if let Some(at) = pacer.as_mut().map(|p| p.next(tokio::time::Instant::now())) {
+                tokio::time::sleep_until(at).await;
+            }
             handle.close(draw_hint(shared.opts.drain.reconnect_jitter));
             shared.metrics.rebalanced.with_label_values(&["shed"]).inc();
         }

@@ -306,12 +306,24 @@ pub async fn run(
     drain.set_phase(Phase::Staggering);
     info!(connections = n, window = ?window, "drain: stagger (closing connections on schedule)");
     let plan = scheduler::plan(n, window, settings.max_rate);
+    let mut pacer = scheduler::Pacer::new(
+        n,
+        scheduler::stagger_length(n, window, settings.max_rate),
+        stagger_start,
+    );
     let mut rest = handles.iter();
     for (handle, offset) in rest.by_ref().zip(plan) {
         if !immediate(&trigger) {
+            let planned = stagger_start + offset;
             tokio::select! {
-                _ = sleep_until(stagger_start + offset) => {}
+                _ = sleep_until(planned) => {}
                 _ = trigger.wait_for(|t| *t == Trigger::Immediate) => {}
+            }
+            if let Some(at) = pacer.as_mut().map(|p| p.next(Instant::now())) {
+                tokio::select! {
+                    _ = sleep_until(at) => {}
+                    _ = trigger.wait_for(|t| *t == Trigger::Immediate) => {}
+                }
             }
         }
         if immediate(&trigger) {
@@ -330,6 +342,14 @@ pub async fn run(
         }
     }
     drop(handles);
+    // Closes caught up after a stall may end past the window: each still gets its time.
+    if !immediate(&trigger) {
+        let late = Instant::now() + close_timeout;
+        if late > deadline {
+            deadline = late;
+            drain.set_deadline(deadline);
+        }
+    }
 
     // Deadline.
     drain.set_phase(Phase::Closing);

@@ -7,6 +7,11 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+/// How far above the planned rate closes may run while catching up.
+pub const PACE_FACTOR: f64 = 1.25;
+
 /// When each of `n` connections is closed, as offsets from the start of the stagger.
 ///
 /// The i-th close (0-based) is at `(i + 0.5) * spacing`: the window is cut into `n`
@@ -32,6 +37,56 @@ pub fn stagger_length(n: usize, window: Duration, max_rate: f64) -> Duration {
         window.max(Duration::from_secs_f64(n as f64 / max_rate))
     } else {
         window
+    }
+}
+
+/// Caps the close rate at [`PACE_FACTOR`] × the planned rate.
+///
+/// The plan gives each close an instant; when the process is held up (CPU starvation, a
+/// paused timer), every close that fell due meanwhile would otherwise go out at once — a
+/// smaller copy of the storm the stagger exists to prevent. The pacer is a token bucket
+/// holding at most 10 ms worth of closes, so overdue closes are caught up at 1.25× the
+/// even rate instead.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Pacer {
+    /// A pacer for `n` closes over `length`; `None` when there is nothing to pace (an
+    /// immediate drain closes everything at once on purpose).
+    pub fn new(n: usize, length: Duration, now: Instant) -> Option<Pacer> {
+        if n == 0 || length.is_zero() {
+            return None;
+        }
+        let rate = PACE_FACTOR * n as f64 / length.as_secs_f64();
+        let burst = (rate * 0.010).max(1.0);
+        Some(Pacer {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        })
+    }
+
+    /// When the next close may go (`now` or later), and accounts for it.
+    pub fn next(&mut self, now: Instant) -> Instant {
+        if now > self.last {
+            let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + earned).min(self.burst);
+            self.last = now;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return self.last.max(now);
+        }
+        let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        self.tokens = 0.0;
+        self.last += wait;
+        self.last
     }
 }
 
@@ -61,6 +116,32 @@ mod tests {
             stagger_length(100, Duration::from_secs(1), 10.0),
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn pacer_catches_up_after_a_stall_at_most_a_quarter_faster() {
+        let t0 = Instant::now();
+        // 100 closes over 1 s: 125 per second at most.
+        let mut pacer = Pacer::new(100, Duration::from_secs(1), t0).expect("pacer");
+        // Half a second stalled: 50 closes are overdue at once.
+        let stalled = t0 + Duration::from_millis(500);
+        let mut at = Vec::new();
+        for _ in 0..50 {
+            at.push(pacer.next(stalled));
+        }
+        let span = at[49].duration_since(at[0]);
+        // 50 closes at 125/s take about 0.39 s, not 0.
+        assert!(span >= Duration::from_millis(380), "{span:?}");
+        for w in at.windows(2) {
+            assert!(w[1].duration_since(w[0]) <= Duration::from_millis(9));
+        }
+        // On schedule (one close every 10 ms) it never delays anything.
+        let mut pacer = Pacer::new(100, Duration::from_secs(1), t0).expect("pacer");
+        for i in 0..100u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            assert_eq!(pacer.next(now), now);
+        }
+        assert!(Pacer::new(5, Duration::ZERO, t0).is_none());
     }
 
     #[test]

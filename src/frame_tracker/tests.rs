@@ -224,3 +224,13 @@ fn violations_are_counted_and_oversized_control_frames_obey_the_limit() {
         1
     );
 }
+
+#[test]
+fn a_violation_split_across_reads_is_counted_once() {
+    let ping = frame(true, 0x9, b"unmasked ping", None);
+    let mut t = FrameTracker::new(0).expecting_mask(true);
+    let first = t.feed(&ping[..5], StopAt::Never);
+    assert_eq!((first.consumed, first.violations), (0, 0));
+    let second = t.feed(&ping, StopAt::Never);
+    assert_eq!((second.consumed, second.violations), (ping.len(), 1));
+}
