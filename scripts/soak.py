@@ -49,6 +49,20 @@ def proc_fds(pid):
         return None
 
 
+async def quiet_fds(pid):
+    """Open descriptors with no admin request in flight: the lowest of several reads
+    (a scrape's connection is still open on the proxy's side for a moment after the
+    answer, which would count as one more)."""
+    await asyncio.sleep(1)
+    counts = []
+    for _ in range(5):
+        n = proc_fds(pid)
+        if n is not None:
+            counts.append(n)
+        await asyncio.sleep(0.3)
+    return min(counts) if counts else None
+
+
 def scrape(admin):
     try:
         with urllib.request.urlopen(f"http://{admin}/metrics", timeout=3) as r:
@@ -240,7 +254,7 @@ async def main():
     tasks = [asyncio.create_task(client(i, f"ws://{listen}/soak", args, stats, stop, sem))
              for i in range(args.connections)]
     samples = []
-    idle_fds = proc_fds(proxy.p.pid)
+    idle_fds = await quiet_fds(proxy.p.pid)
     next_drain = args.cycle
     errors_total = Counter()
     drains = []
@@ -254,6 +268,7 @@ async def main():
             "t": round(time.monotonic() - t0, 1), "gen": proxy.gen, "phase": phase,
             "pid": proxy.p.pid, "rss_kib": proc_status(proxy.p.pid), "fds": proc_fds(proxy.p.pid),
             "active": int(m.get("websocket_connections_active", -1)),
+            "errors": int(sum(v for k, v in m.items() if k.startswith("websocket_errors_total"))),
             "clients_connected": stats.connected,
             "echo_ok": stats.c["echo_ok"], "echo_mismatch": stats.c["echo_mismatch"],
             "loadavg1": os.getloadavg()[0],
@@ -263,10 +278,13 @@ async def main():
         print(json.dumps(row), flush=True)
 
     def collect_errors(metrics):
+        mine = {}
         for k, v in metrics.items():
             m = re.match(r'websocket_errors_total\{kind="([^"]+)"\}', k)
-            if m:
+            if m and v:
                 errors_total[m.group(1)] += int(v)
+                mine[m.group(1)] = int(v)
+        return mine
 
     while time.monotonic() - t0 < args.duration:
         await asyncio.sleep(args.sample)
@@ -274,9 +292,9 @@ async def main():
         elapsed = time.monotonic() - t0
         if elapsed >= next_drain and elapsed + 20 < args.duration:
             code, secs = await proxy.terminate(timeout=60)
-            collect_errors(proxy.last_metrics)
+            errs = collect_errors(proxy.last_metrics)
             drains.append({"gen": proxy.gen, "exit": code, "seconds": round(secs, 1),
-                           "open_at_drain": proxy.open_at_signal})
+                           "open_at_drain": proxy.open_at_signal, "errors": errs})
             print(json.dumps({"drain": drains[-1]}), flush=True)
             gen += 1
             proxy = Proxy(args, gen, listen, upstream, admin, outdir)
@@ -295,10 +313,11 @@ async def main():
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)
     sample("idle-end")
-    end_fds = proc_fds(proxy.p.pid)
+    end_fds = await quiet_fds(proxy.p.pid)
     code, secs = await proxy.terminate(timeout=30)
-    collect_errors(proxy.last_metrics)
-    drains.append({"gen": proxy.gen, "exit": code, "seconds": round(secs, 1), "open_at_drain": 0})
+    errs = collect_errors(proxy.last_metrics)
+    drains.append({"gen": proxy.gen, "exit": code, "seconds": round(secs, 1), "open_at_drain": 0,
+                   "errors": errs})
     app.send_signal(signal.SIGTERM)
     try:
         app.wait(10)

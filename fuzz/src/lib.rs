@@ -16,6 +16,7 @@ struct Outcome {
     consumed: usize,
     data_frames: u64,
     messages: u64,
+    violations: u64,
     closes: Vec<(usize, usize, Option<u16>)>,
     pongs: Vec<(usize, usize)>,
     too_big: Vec<usize>,
@@ -24,12 +25,11 @@ struct Outcome {
 /// Feeds `data` in reads whose sizes come from `sizes` (cycled), the relay's way: the
 /// unconsumed tail is kept and fed again in front of the next read. Checks the per-call
 /// invariants as it goes.
-fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool) -> Outcome {
-    let new = |max| {
-        let t = FrameTracker::new(max);
-        if pongs { t.reporting_pongs() } else { t }
-    };
-    let mut t = new(max);
+fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool, mask: bool) -> Outcome {
+    let mut t = FrameTracker::new(max).expecting_mask(mask);
+    if pongs {
+        t = t.reporting_pongs();
+    }
     let mut out = Outcome::default();
     let mut pending: Vec<u8> = Vec::new();
     let mut at = 0;
@@ -46,6 +46,7 @@ fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool) -> Outcome {
             out.consumed += f.consumed;
             out.data_frames += u64::from(f.data_frames);
             out.messages += u64::from(f.messages);
+            out.violations += u64::from(f.violations);
             assert!(
                 f.messages <= f.data_frames,
                 "more messages than data frames"
@@ -62,7 +63,8 @@ fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool) -> Outcome {
                 }
                 Event::TooBig => {
                     out.too_big.push(base + f.consumed);
-                    t = new(0);
+                    // What the relay does: parse past the offending frame, no limit.
+                    t.disable_limit();
                 }
                 Event::Boundary => panic!("boundary reported without being asked"),
                 Event::None => {
@@ -98,15 +100,16 @@ pub fn check_frame_tracker(data: &[u8]) {
     };
     let seed = usize::from(data[2]);
     let pongs = data[1] & 1 == 1;
+    let mask = data[0] & 0x10 != 0;
     let stream = &data[3..];
-    let whole = feed(stream, &[usize::MAX], max, pongs);
+    let whole = feed(stream, &[usize::MAX], max, pongs, mask);
     let sizes: Vec<usize> = (0..7).map(|k| 1 + (seed * 31 + k * 17) % 64).collect();
-    let pieces = feed(stream, &sizes, max, pongs);
+    let pieces = feed(stream, &sizes, max, pongs, mask);
     assert_eq!(whole, pieces, "whole and piecewise feeding disagree");
-    let bytewise = feed(stream, &[1], max, pongs);
+    let bytewise = feed(stream, &[1], max, pongs, mask);
     assert_eq!(whole, bytewise, "whole and byte-by-byte feeding disagree");
     // Reporting pongs changes where feeding stops, never what is accounted for.
-    let other = feed(stream, &sizes, max, !pongs);
+    let other = feed(stream, &sizes, max, !pongs, mask);
     assert_eq!(
         (
             whole.consumed,
