@@ -507,6 +507,7 @@ async fn app_stalling_plain_request_is_bounded() {
         "504 after {:?}",
         started.elapsed()
     );
+    assert!(proxy.errors("upstream_timeout").await >= 1);
     proxy.assert_sound();
 }
 
