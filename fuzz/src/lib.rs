@@ -1,0 +1,324 @@
+//! The checks behind wsdrain's fuzz targets, shared by the cargo-fuzz targets
+//! (`fuzz_targets/`, nightly) and the stable random loop (`src/bin/random_loop.rs`).
+//! A failed check panics; both drivers turn a panic into a crash report.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use clap::Parser;
+use wsdrain::frame_tracker::{Event, FrameTracker, StopAt};
+
+/// What feeding a byte stream produced, in absolute offsets.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    consumed: usize,
+    data_frames: u64,
+    messages: u64,
+    violations: u64,
+    closes: Vec<(usize, usize, Option<u16>)>,
+    pongs: Vec<(usize, usize)>,
+    too_big: Vec<usize>,
+}
+
+/// Feeds `data` in reads whose sizes come from `sizes` (cycled), the relay's way: the
+/// unconsumed tail is kept and fed again in front of the next read. Checks the per-call
+/// invariants as it goes.
+fn feed(data: &[u8], sizes: &[usize], max: u64, pongs: bool, mask: bool) -> Outcome {
+    let mut t = FrameTracker::new(max).expecting_mask(mask);
+    if pongs {
+        t = t.reporting_pongs();
+    }
+    let mut out = Outcome::default();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while at < data.len() {
+        let n = sizes[i % sizes.len()].clamp(1, data.len() - at);
+        i += 1;
+        pending.extend_from_slice(&data[at..at + n]);
+        at += n;
+        loop {
+            let f = t.feed(&pending, StopAt::Never);
+            assert!(f.consumed <= pending.len(), "consumed more than given");
+            let base = out.consumed;
+            out.consumed += f.consumed;
+            out.data_frames += u64::from(f.data_frames);
+            out.messages += u64::from(f.messages);
+            out.violations += u64::from(f.violations);
+            assert!(
+                f.messages <= f.data_frames,
+                "more messages than data frames"
+            );
+            match f.event {
+                Event::Close { start, code } => {
+                    assert!(start < f.consumed, "close frame outside the consumed bytes");
+                    out.closes.push((base + start, base + f.consumed, code));
+                }
+                Event::Pong { start } => {
+                    assert!(pongs, "pong reported without being asked");
+                    assert!(start < f.consumed, "pong frame outside the consumed bytes");
+                    out.pongs.push((base + start, base + f.consumed));
+                }
+                Event::TooBig => {
+                    out.too_big.push(base + f.consumed);
+                    // What the relay does: parse past the offending frame, no limit.
+                    t.disable_limit();
+                }
+                Event::Boundary => panic!("boundary reported without being asked"),
+                Event::None => {
+                    assert!(
+                        pending.len() - f.consumed <= 14 + 125,
+                        "{} bytes held back",
+                        pending.len() - f.consumed
+                    );
+                }
+            }
+            pending.drain(..f.consumed);
+            if f.event == Event::None {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Arbitrary bytes through the frame tracker. The first three bytes choose the message
+/// limit and the read sizes; the rest is the stream. Fed whole and fed in pieces, the
+/// tracker must account for the stream identically, and it must stop at frame
+/// boundaries when asked.
+pub fn check_frame_tracker(data: &[u8]) {
+    if data.len() < 3 {
+        return;
+    }
+    let max = match data[0] % 4 {
+        0 => 0,
+        1 => 125,
+        2 => 65_536,
+        _ => u64::from(data[1]) * 7 + 1,
+    };
+    let seed = usize::from(data[2]);
+    let pongs = data[1] & 1 == 1;
+    let mask = data[0] & 0x10 != 0;
+    let stream = &data[3..];
+    let whole = feed(stream, &[usize::MAX], max, pongs, mask);
+    let sizes: Vec<usize> = (0..7).map(|k| 1 + (seed * 31 + k * 17) % 64).collect();
+    let pieces = feed(stream, &sizes, max, pongs, mask);
+    assert_eq!(whole, pieces, "whole and piecewise feeding disagree");
+    let bytewise = feed(stream, &[1], max, pongs, mask);
+    assert_eq!(whole, bytewise, "whole and byte-by-byte feeding disagree");
+    // Reporting pongs changes where feeding stops, never what is accounted for.
+    let other = feed(stream, &sizes, max, !pongs, mask);
+    assert_eq!(
+        (
+            whole.consumed,
+            whole.data_frames,
+            whole.messages,
+            &whole.closes,
+            &whole.too_big
+        ),
+        (
+            other.consumed,
+            other.data_frames,
+            other.messages,
+            &other.closes,
+            &other.too_big
+        ),
+        "reporting pongs changed the accounting"
+    );
+
+    // Asked to stop at a frame end, the tracker stops only at one.
+    let mut t = FrameTracker::new(0);
+    let mut pos = 0;
+    for _ in 0..64 {
+        let f = t.feed(&stream[pos..], StopAt::FrameEnd);
+        pos += f.consumed;
+        match f.event {
+            Event::Boundary => assert!(t.at_frame_boundary(), "boundary inside a frame"),
+            Event::None => break,
+            _ => {}
+        }
+        if f.consumed == 0 {
+            // At a boundary: step past it the way the relay does after injecting.
+            let g = t.feed(&stream[pos..], StopAt::Never);
+            pos += g.consumed;
+            if g.event == Event::None {
+                break;
+            }
+        }
+    }
+}
+
+struct Harness {
+    proxy: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+static HARNESS: OnceLock<Harness> = OnceLock::new();
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A tiny app: reads a request head, answers 101 to upgrades (then echoes raw bytes for
+/// a moment) and 200 to anything else, then closes.
+fn start_app(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > 1 << 20 {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                              Upgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                        while let Ok(n) = s.read(&mut chunk).await {
+                            if n == 0 || s.write_all(&chunk[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                } else {
+                    let _ = s
+                        // `Connection: close`: this app serves one request per
+                        // connection, and says so (see the ignored hostile test
+                        // pooled_connection_closed_by_app_is_not_a_502 for what
+                        // happens when an app closes without saying so).
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn harness() -> &'static Harness {
+    HARNESS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = start_app(&rt);
+        let listen = free_addr();
+        let admin = free_addr();
+        let cli = wsdrain::cli::Cli::try_parse_from([
+            "wsdrain",
+            "proxy",
+            "--listen",
+            &listen.to_string(),
+            "--upstream",
+            &app.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--handshake-timeout",
+            "1s",
+            "--max-message-size",
+            "64KiB",
+        ])
+        .unwrap();
+        let wsdrain::cli::Command::Proxy(opts) = cli.command else {
+            unreachable!()
+        };
+        let metrics = wsdrain::metrics::Metrics::new();
+        let drain = std::sync::Arc::new(wsdrain::drain::Drain::default());
+        let shared = wsdrain::proxy::Shared::new(opts, metrics, drain);
+        let listener = rt
+            .block_on(async { tokio::net::TcpListener::bind(listen).await })
+            .unwrap();
+        rt.spawn(wsdrain::proxy::serve(shared, listener));
+        Harness {
+            proxy: listen,
+            _rt: rt,
+        }
+    })
+}
+
+/// Arbitrary bytes as one client connection's input to a real proxy. Whatever comes
+/// back must be empty (connection closed) or start with an HTTP/1.1 status line, and the
+/// proxy must answer a well-formed request right after (it did not wedge or die).
+pub fn check_request_head(data: &[u8]) {
+    let h = harness();
+    let mut s = TcpStream::connect(h.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(data);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut resp = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                resp.extend_from_slice(&chunk[..n]);
+                let upgraded =
+                    resp.starts_with(b"HTTP/1.1 101") && resp.windows(4).any(|w| w == b"\r\n\r\n");
+                if upgraded || resp.len() > 1 << 20 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Only an upgraded connection may stay open that long.
+                assert!(
+                    resp.starts_with(b"HTTP/1.1 101"),
+                    "no answer and no close within 5 s: {:?}",
+                    String::from_utf8_lossy(&resp)
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    // hyper answers an HTTP/1.0 request in HTTP/1.0.
+    assert!(
+        resp.is_empty() || resp.starts_with(b"HTTP/1.1 ") || resp.starts_with(b"HTTP/1.0 "),
+        "not an HTTP/1.x answer: {:?}",
+        String::from_utf8_lossy(&resp[..resp.len().min(200)])
+    );
+    let text = String::from_utf8_lossy(&resp);
+    let status_line = text.lines().next().unwrap_or("");
+    assert!(!status_line.contains(" 500"), "internal error: {text:.300}");
+    // Still serving (checked every 32 inputs: it costs two more connections).
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 32 != 0 {
+        return;
+    }
+    let mut ok = TcpStream::connect(h.proxy).unwrap();
+    ok.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ok.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = ok.read_to_end(&mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "proxy stopped serving: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
