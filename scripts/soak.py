@@ -246,6 +246,7 @@ async def main():
     gen = 0
     proxy = Proxy(args, gen, listen, upstream, admin, outdir)
     await proxy.wait_ready()
+    idle_fds = await quiet_fds(proxy.p.pid)  # before any client connects
     generations = [{"gen": 0, "pid": proxy.p.pid, "start": 0.0}]
     t0 = time.monotonic()
     stats = Stats()
@@ -254,7 +255,6 @@ async def main():
     tasks = [asyncio.create_task(client(i, f"ws://{listen}/soak", args, stats, stop, sem))
              for i in range(args.connections)]
     samples = []
-    idle_fds = await quiet_fds(proxy.p.pid)
     next_drain = args.cycle
     errors_total = Counter()
     drains = []
