@@ -3,18 +3,27 @@
 //!
 //! During a drain these keep working, with `Connection: close` on every answer so
 //! keep-alive clients move to another pod.
+//!
+//! A pooled connection the app closes while idle races with the next request written
+//! onto it. A bodiless idempotent request (GET, HEAD, OPTIONS, TRACE) that fails that way
+//! is sent once more on a fresh connection, as RFC 9112 §9.3.1 allows, instead of
+//! becoming a 502 from a healthy app.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::header::{CONNECTION, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, body::Incoming};
+use hyper::{Method, Request, Response, StatusCode, Uri, body::Incoming};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::warn;
 
 use super::{Shared, answer, headers};
-use crate::body::Body;
+use crate::body::{Body, empty};
+use crate::sockets;
 
 /// Forwards one request from `peer` to the app.
 pub async fn handle(
@@ -40,7 +49,19 @@ pub async fn handle(
     };
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer);
-    let request = shared.client.request(Request::from_parts(parts, body));
+    let retry = (body.is_end_stream() && is_idempotent(&parts.method)).then(|| replay_of(&parts));
+    let first = shared
+        .client
+        .request(Request::from_parts(parts, body.boxed()));
+    let request = async {
+        match (first.await, retry) {
+            (Err(e), Some(again)) if !e.is_connect() => {
+                tracing::debug!(error = %e, "pooled connection failed; retrying the idempotent request once on a fresh one");
+                send_on_fresh_connection(&shared, again).await
+            }
+            (result, _) => result.map_err(Retry::Pooled),
+        }
+    };
     let mut resp = match timeout(shared.opts.response_timeout, request).await {
         Ok(Ok(resp)) => {
             shared.metrics.upstream_up.set(1);
@@ -54,10 +75,7 @@ pub async fn handle(
             }
             let resp = answer(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "wsdrain: upstream {upstream} unreachable: {}",
-                    error_chain(&e)
-                ),
+                format!("wsdrain: upstream {upstream} unreachable: {}", e.reason()),
             );
             count(&shared, resp.status());
             return resp;
@@ -80,6 +98,75 @@ pub async fn handle(
     }
     count(&shared, resp.status());
     resp
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// Why a plain request failed: on the pooled client, or on the fresh retry connection.
+enum Retry {
+    Pooled(hyper_util::client::legacy::Error),
+    Fresh(String),
+}
+
+impl Retry {
+    fn is_connect(&self) -> bool {
+        match self {
+            Retry::Pooled(e) => e.is_connect(),
+            Retry::Fresh(_) => false,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Retry::Pooled(e) => error_chain(e),
+            Retry::Fresh(why) => why.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason())
+    }
+}
+
+/// Sends `req` over a new connection of its own (not the pool), for the one retry.
+async fn send_on_fresh_connection(
+    shared: &Shared,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, Retry> {
+    let stream = TcpStream::connect(shared.opts.upstream)
+        .await
+        .map_err(|e| Retry::Fresh(e.to_string()))?;
+    sockets::tune(&stream, shared.opts.tcp_keepalive);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| Retry::Fresh(e.to_string()))?;
+    tokio::spawn(conn);
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| Retry::Fresh(e.to_string()))
+}
+
+/// The same bodiless request again (method, target, version, headers), in origin form
+/// for a connection of its own.
+fn replay_of(parts: &http::request::Parts) -> Request<Body> {
+    let mut req = Request::new(empty());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts
+        .uri
+        .path_and_query()
+        .and_then(|p| Uri::try_from(p.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("/"));
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
 
 fn count(shared: &Shared, status: StatusCode) {

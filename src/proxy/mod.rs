@@ -43,7 +43,7 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// Settings every relay gets.
     pub relay: RelaySettings,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
     server: http1::Builder,
 }
 

@@ -1,0 +1,495 @@
+//! Side by side: direct to the app, wsdrain, nginx, HAProxy and a plain tokio
+//! `copy_bidirectional` relay, driven by the same load generator in the same run.
+//!
+//! `cargo bench --bench proxies` (full) or `WSDRAIN_BENCH_SMOKE=1 cargo test --bench
+//! proxies` (a second or so per contender). Figures: echo round trips/s and
+//! p50/p99/p99.9 latency for 64-byte messages at 50 and 1,000 connections, MB/s for
+//! 64 KiB messages, and RSS per idle connection with 5,000 connections open. Contenders
+//! are interleaved round by round so they share whatever else loads the machine.
+//! Output: a table on stdout, `proxies.json` and `proxies.md` in the output directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Kind {
+    Direct,
+    Wsdrain,
+    Nginx,
+    Haproxy,
+    TcpRelay,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Wsdrain => "wsdrain",
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+            Kind::TcpRelay => "tcp-relay",
+        }
+    }
+}
+
+struct Settings {
+    rounds: usize,
+    warmup: Duration,
+    measure: Duration,
+    small_conns: [usize; 2],
+    big_conns: usize,
+    idle_conns: usize,
+}
+
+fn settings() -> Settings {
+    if smoke() {
+        Settings {
+            rounds: 1,
+            warmup: Duration::from_millis(200),
+            measure: Duration::from_millis(600),
+            small_conns: [10, 50],
+            big_conns: 2,
+            idle_conns: 200,
+        }
+    } else {
+        Settings {
+            rounds: 3,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(4),
+            small_conns: [50, 1000],
+            big_conns: 8,
+            idle_conns: 5000,
+        }
+    }
+}
+
+/// Starts a contender in front of the app on `app`; returns its process and port.
+fn start(kind: Kind, app: u16) -> (Option<Proc>, u16) {
+    let port = free_port();
+    let p = match kind {
+        Kind::Direct => return (None, app),
+        Kind::Wsdrain => spawn_wsdrain(port, app, &[]),
+        Kind::Nginx => spawn_nginx(port, app),
+        Kind::Haproxy => spawn_haproxy(port, app, None),
+        Kind::TcpRelay => spawn_tcp_relay(port, app),
+    };
+    (Some(p), port)
+}
+
+/// Result of one load run.
+#[derive(Default)]
+struct Load {
+    round_trips: u64,
+    bytes: u64,
+    elapsed: Duration,
+    lat_ns: Vec<u32>,
+    errors: u64,
+    /// CPU seconds the contender's processes used during the run (None for direct).
+    cpu: Option<f64>,
+}
+
+/// `conns` connections, each sending `size`-byte messages and waiting for the echo,
+/// for `warmup` + `measure`; counts and latencies only inside the measurement window.
+async fn echo_load(
+    port: u16,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Load {
+    let frame = std::sync::Arc::new(client_frame(size));
+    let resp = echo_len(size);
+    // Connect everyone first (bounded concurrency), then start together.
+    let mut socks = Vec::with_capacity(conns);
+    for chunk in (0..conns).collect::<Vec<_>>().chunks(100) {
+        let futs: Vec<_> = chunk.iter().map(|_| ws_connect(port)).collect();
+        for r in futures_util::future::join_all(futs).await {
+            socks.push(r.expect("connect for load").0);
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let m_start = start + warmup;
+    let m_end = m_start + measure;
+    let mut tasks = Vec::with_capacity(conns);
+    for mut s in socks {
+        let frame = frame.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; resp];
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            let mut errors = 0u64;
+            tokio::time::sleep_until(start.into()).await;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= m_end {
+                    break;
+                }
+                let r = async {
+                    s.write_all(&frame).await?;
+                    s.read_exact(&mut buf).await
+                };
+                match tokio::time::timeout(Duration::from_secs(5), r).await {
+                    Ok(Ok(_)) => {}
+                    _ => {
+                        errors += 1;
+                        break;
+                    }
+                }
+                let t1 = Instant::now();
+                if t0 >= m_start && t1 <= m_end {
+                    n += 1;
+                    lat.push((t1 - t0).as_nanos().min(u32::MAX as u128) as u32);
+                }
+            }
+            (n, lat, errors)
+        }));
+    }
+    let mut load = Load {
+        elapsed: measure,
+        ..Load::default()
+    };
+    for t in tasks {
+        let (n, lat, e) = t.await.expect("load task");
+        load.round_trips += n;
+        load.bytes += n * size as u64;
+        load.lat_ns.extend(lat);
+        load.errors += e;
+    }
+    load
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Opens `n` idle WebSockets through `port` and returns the RSS growth per connection
+/// (bytes) of `proc` (fresh process, measured after one warm-up connection).
+async fn idle_rss(port: u16, proc: &Proc, n: usize) -> (f64, u64, u64) {
+    // Warm up lazy initialisation with a few connections, then take the baseline.
+    for _ in 0..4 {
+        let (mut s, _) = ws_connect(port).await.expect("warm-up connect");
+        s.write_all(&client_frame(64)).await.unwrap();
+        let mut b = vec![0u8; echo_len(64)];
+        s.read_exact(&mut b).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = proc.rss_kib();
+    let mut socks = Vec::with_capacity(n);
+    // Connections are opened 200 at a time (WSDRAIN_BENCH_CONNECT_BATCH to change).
+    let batch = std::env::var("WSDRAIN_BENCH_CONNECT_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200usize)
+        .max(1);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(batch) {
+        let futs: Vec<_> = chunk.iter().map(|_| ws_connect(port)).collect();
+        for r in futures_util::future::join_all(futs).await {
+            socks.push(r.expect("idle connect").0);
+        }
+    }
+    // One small echo on each, so every connection has carried a message (buffers that
+    // are only needed while bytes move must have been given back).
+    let frame = client_frame(64);
+    for chunk in socks.chunks_mut(500) {
+        let futs: Vec<_> = chunk
+            .iter_mut()
+            .map(|s| {
+                let frame = &frame;
+                async move {
+                    s.write_all(frame).await?;
+                    let mut b = vec![0u8; echo_len(64)];
+                    s.read_exact(&mut b).await.map(|_| ())
+                }
+            })
+            .collect();
+        for r in futures_util::future::join_all(futs).await {
+            r.expect("idle echo");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = proc.rss_kib();
+    drop(socks);
+    let per = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
+    (per, before, after)
+}
+
+fn main() {
+    if run_child_mode() {
+        return;
+    }
+    let nofile = raise_nofile();
+    let s = settings();
+    let smoke = smoke();
+    let mut kinds = vec![Kind::Direct, Kind::Wsdrain, Kind::TcpRelay];
+    if ensure_installed("nginx", "nginx") {
+        kinds.push(Kind::Nginx);
+    }
+    if ensure_installed("haproxy", "haproxy") {
+        kinds.push(Kind::Haproxy);
+    }
+    kinds.sort();
+    eprintln!(
+        "proxies bench ({}), nofile {nofile}, contenders: {}",
+        if smoke { "smoke" } else { "full" },
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rt = runtime();
+    let app_port = free_port();
+    let _app = spawn_echo_app(app_port);
+    let mut info = machine_info();
+    let load_before = info.get("loadavg").cloned().unwrap_or_default();
+
+    let mut procs: BTreeMap<Kind, (Option<Proc>, u16)> = BTreeMap::new();
+    rt.block_on(wait_ready(app_port, "echo app"));
+    for &k in &kinds {
+        let (p, port) = start(k, app_port);
+        rt.block_on(wait_ready(port, k.name()));
+        procs.insert(k, (p, port));
+    }
+
+    // Scenarios, each run for every contender round by round.
+    let scenarios: Vec<(String, usize, usize)> = vec![
+        (format!("small_{}", s.small_conns[0]), s.small_conns[0], 64),
+        (format!("small_{}", s.small_conns[1]), s.small_conns[1], 64),
+        ("large_64k".to_string(), s.big_conns, 64 * 1024),
+    ];
+    let mut results: BTreeMap<(String, Kind), Load> = BTreeMap::new();
+    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments).
+    let only_idle = std::env::var("WSDRAIN_BENCH_ONLY").is_ok_and(|v| v == "idle");
+    let rounds = if only_idle { 0 } else { s.rounds };
+    for round in 0..rounds {
+        for (name, conns, size) in &scenarios {
+            // Rotate the order each round so no contender always goes first.
+            let n = kinds.len();
+            for i in 0..n {
+                let k = kinds[(i + round) % n];
+                let port = procs[&k].1;
+                let cpu0 = procs[&k].0.as_ref().map(Proc::cpu_secs);
+                let t0 = Instant::now();
+                let mut l = rt.block_on(echo_load(port, *conns, *size, s.warmup, s.measure));
+                // CPU used per round trip, over the whole run (warm-up included).
+                let all_rt =
+                    l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
+                l.cpu = cpu0.map(|c0| {
+                    let used = procs[&k].0.as_ref().map(Proc::cpu_secs).unwrap_or(0.0) - c0;
+                    used / all_rt.max(1.0) * l.round_trips as f64
+                });
+                eprintln!(
+                    "round {} {name:<10} {:<9} {:>9.0} rt/s {:>8.1} MB/s errors {}",
+                    round + 1,
+                    k.name(),
+                    l.round_trips as f64 / l.elapsed.as_secs_f64(),
+                    l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6,
+                    l.errors
+                );
+                let e = results.entry((name.clone(), k)).or_default();
+                e.round_trips += l.round_trips;
+                e.bytes += l.bytes;
+                e.elapsed += l.elapsed;
+                e.lat_ns.extend(l.lat_ns);
+                e.errors += l.errors;
+                if let Some(c) = l.cpu {
+                    *e.cpu.get_or_insert(0.0) += c;
+                }
+                // Let the connections of this run close before the next one.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    drop(procs);
+
+    // Idle memory: a fresh process per contender, one at a time.
+    let mut rss: BTreeMap<Kind, (f64, u64, u64)> = BTreeMap::new();
+    for &k in &kinds {
+        let (p, port) = match k {
+            Kind::Direct => {
+                // The app itself, fresh, as the reference point.
+                let port = free_port();
+                (Some(spawn_echo_app(port)), port)
+            }
+            _ => start(k, app_port),
+        };
+        rt.block_on(wait_ready(port, k.name()));
+        let p = p.expect("process");
+        let r = rt.block_on(idle_rss(port, &p, s.idle_conns));
+        eprintln!(
+            "idle {:<9} {:>8.0} B/conn ({} -> {} KiB at {} conns)",
+            k.name(),
+            r.0,
+            r.1,
+            r.2,
+            s.idle_conns
+        );
+        rss.insert(k, r);
+        drop(p);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    info.insert("loadavg_before".into(), load_before);
+    info.insert(
+        "loadavg_after".into(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    );
+    info.remove("loadavg");
+
+    // Report.
+    let mut json_rows = Vec::new();
+    let mut md = String::new();
+    for (name, conns, size) in &scenarios {
+        let direct = results.get(&(name.clone(), Kind::Direct));
+        let d_rate = direct.map(|d| d.round_trips as f64 / d.elapsed.as_secs_f64());
+        let large = *size > 1024;
+        md += &format!("\n**{} B messages, {conns} connections**\n\n", size);
+        if large {
+            md += "| contender | MB/s | ratio to direct | p50 ms | p99 ms | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        } else {
+            md += "| contender | round trips/s | ratio to direct | p50 µs | p99 µs | p99.9 µs | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        }
+        for &k in &kinds {
+            let Some(l) = results.get_mut(&(name.clone(), k)) else {
+                continue;
+            };
+            l.lat_ns.sort_unstable();
+            let rate = l.round_trips as f64 / l.elapsed.as_secs_f64();
+            let mbs = l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6;
+            let ratio = d_rate.map(|d| rate / d).unwrap_or(f64::NAN);
+            let (p50, p99, p999) = (
+                pct(&l.lat_ns, 0.5),
+                pct(&l.lat_ns, 0.99),
+                pct(&l.lat_ns, 0.999),
+            );
+            let cpu_us = l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64);
+            let cpu_txt = cpu_us
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or_else(|| "–".into());
+            if large {
+                md += &format!(
+                    "| {} | {mbs:.0} | {ratio:.2} | {:.2} | {:.2} | {cpu_txt} | {} |\n",
+                    k.name(),
+                    p50 / 1000.0,
+                    p99 / 1000.0,
+                    l.errors
+                );
+            } else {
+                md += &format!(
+                    "| {} | {rate:.0} | {ratio:.2} | {p50:.0} | {p99:.0} | {p999:.0} | {cpu_txt} | {} |\n",
+                    k.name(),
+                    l.errors
+                );
+            }
+            json_rows.push(json!({
+                "scenario": name, "connections": conns, "message_bytes": size,
+                "contender": k.name(), "round_trips_per_s": rate, "mb_per_s": mbs,
+                "ratio_to_direct": ratio, "p50_us": p50, "p99_us": p99, "p999_us": p999,
+                "samples": l.lat_ns.len(), "errors": l.errors,
+                "proxy_cpu_us_per_round_trip": cpu_us,
+            }));
+        }
+    }
+    md += &format!(
+        "\n**RSS per idle connection, {} connections open** (VmRSS delta of a fresh process; \"direct\" is the echo app itself)\n\n| contender | bytes/conn | KiB/conn | ratio to direct | RSS before KiB | RSS after KiB |\n|---|---:|---:|---:|---:|---:|\n",
+        s.idle_conns
+    );
+    let d_rss = rss.get(&Kind::Direct).map(|r| r.0);
+    let mut rss_json = Vec::new();
+    for (&k, &(per, before, after)) in &rss {
+        let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
+        md += &format!(
+            "| {} | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
+            k.name(),
+            per / 1024.0
+        );
+        rss_json.push(json!({
+            "contender": k.name(), "connections": s.idle_conns, "bytes_per_conn": per,
+            "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
+            "rss_before_kib": before, "rss_after_kib": after,
+        }));
+    }
+    // Targets of issue 6, measured (never asserted).
+    let rate = |sc: &str, k: Kind| {
+        results
+            .get(&(sc.to_string(), k))
+            .map(|l| l.round_trips as f64 / l.elapsed.as_secs_f64())
+    };
+    let mut targets = Vec::new();
+    md += "\n**Targets**\n\n| target | measured | met |\n|---|---|---|\n";
+    for (name, _, size) in &scenarios {
+        if *size > 1024 {
+            continue;
+        }
+        for peer in [Kind::Haproxy, Kind::Nginx] {
+            if let (Some(w), Some(p)) = (rate(name, Kind::Wsdrain), rate(name, peer)) {
+                let r = w / p;
+                md += &format!(
+                    "| {name}: wsdrain ≥ 1.15× {} round trips/s | {r:.2}× | {} |\n",
+                    peer.name(),
+                    if r >= 1.15 { "yes" } else { "no" }
+                );
+                targets.push(json!({"target": format!("{name} wsdrain/{} >= 1.15", peer.name()), "measured": r, "met": r >= 1.15}));
+            }
+        }
+    }
+    if let Some(&(per, _, _)) = rss.get(&Kind::Wsdrain) {
+        let kib = per / 1024.0;
+        md += &format!(
+            "| wsdrain RSS per idle connection ≤ 3 KiB | {kib:.2} KiB | {} |\n",
+            if kib <= 3.0 { "yes" } else { "no" }
+        );
+        targets.push(
+            json!({"target": "wsdrain idle KiB/conn <= 3", "measured": kib, "met": kib <= 3.0}),
+        );
+    }
+    let doc: Value = json!({
+        "bench": "proxies",
+        "smoke": smoke,
+        "machine": info,
+        "settings": {
+            "rounds": s.rounds, "warmup_s": s.warmup.as_secs_f64(),
+            "measure_s_per_round": s.measure.as_secs_f64(),
+        },
+        "echo": json_rows,
+        "idle_rss": rss_json,
+        "targets": targets,
+    });
+    let head = format!(
+        "Machine: {} ({} CPUs), kernel {}, {}; {}; {} build of wsdrain.\nLoad average before: {}; after: {}.\n",
+        info["cpu"],
+        info["cpus"],
+        info["kernel"],
+        info["nginx"],
+        info["haproxy"],
+        info["profile"],
+        info["loadavg_before"],
+        info["loadavg_after"]
+    );
+    println!("{head}{md}");
+    let out = out_dir();
+    write_out(
+        &out.join("proxies.json"),
+        &serde_json::to_string_pretty(&doc).unwrap(),
+    );
+    write_out(&out.join("proxies.md"), &format!("{head}{md}"));
+    let errors: u64 = results.values().map(|l| l.errors).sum();
+    let missing =
+        results.values().any(|l| l.round_trips == 0) || (!only_idle && results.is_empty());
+    if errors > 0 || missing {
+        eprintln!("proxies bench: {errors} errors, contender without round trips: {missing}");
+        std::process::exit(1);
+    }
+}

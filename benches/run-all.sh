@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every bench in full, writes the results under docs/bench/ and draws the drain
+# plot into docs/drain-reconnects.png (matplotlib in a venv). About 10 minutes on 2 cores.
+# Quick check instead: WSDRAIN_BENCH_SMOKE=1 cargo test --bench proxies --bench drain --bench frame_tracker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WSDRAIN_BENCH_OUT=${WSDRAIN_BENCH_OUT:-$PWD/docs/bench}
+ulimit -n "$(ulimit -Hn)" || true
+mkdir -p "$WSDRAIN_BENCH_OUT"
+{ echo "# uptime before"; uptime; } > "$WSDRAIN_BENCH_OUT/load.txt"
+cargo bench --bench frame_tracker 2>&1 | grep -E '^frame_tracker/|(time|thrpt): ' | grep -v '%' \
+    | tee "$WSDRAIN_BENCH_OUT/frame_tracker.txt"
+cargo bench --bench proxies
+cargo bench --bench drain
+{ echo "# uptime after"; uptime; } >> "$WSDRAIN_BENCH_OUT/load.txt"
+VENV=${WSDRAIN_BENCH_VENV:-.venv-bench}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check matplotlib
+"$VENV/bin/python" benches/plot_drain.py "$WSDRAIN_BENCH_OUT/drain.json" docs/drain-reconnects.png
