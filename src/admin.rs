@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::body::{Body, full};
 use crate::drain::Trigger;
+use crate::log_limit::LogLimit;
 use crate::proxy::Shared;
 
 /// Serves the admin port until the process ends.
@@ -31,7 +32,6 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
-    let mut last_warning: Option<Instant> = None;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(pair) => pair,
@@ -39,9 +39,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 // EMFILE and friends: counted, logged at most once a second, and backed
                 // off so a listener that stays readable does not turn into a busy loop.
                 shared.metrics.error("admin_accept");
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    warn!(error = %e, "admin accept failed");
-                    last_warning = Some(Instant::now());
+                static LIMIT: LogLimit = LogLimit::new();
+                if let Some(folded) = LIMIT.allow() {
+                    warn!(error = %e, folded, "admin accept failed");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;

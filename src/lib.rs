@@ -13,6 +13,7 @@ pub mod drain;
 pub mod drain_client;
 pub mod frame_tracker;
 pub mod inject;
+pub mod log_limit;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::log_limit::LogLimit;
 use crate::proxy::{Shared, relay_connection};
 
 /// Accepts client connections until the process ends.
@@ -21,7 +22,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             Ok(pair) => pair,
             Err(e) => {
                 shared.metrics.error("accept");
-                warn!(error = %e, "accept failed");
+                if let Some(folded) = crate::proxy::ACCEPT_LOG.allow() {
+                    warn!(error = %e, folded, "accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -52,7 +55,10 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                     Ok(app) => app,
                     Err(why) => {
                         shared.metrics.error("upstream_connect");
-                        warn!(upstream = %shared.opts.upstream, "{why}");
+                        static LIMIT: LogLimit = LogLimit::new();
+                        if let Some(folded) = LIMIT.allow() {
+                            warn!(upstream = %shared.opts.upstream, folded, "connection refused: upstream {why}");
+                        }
                         return rejected("upstream_unavailable");
                     }
                 };

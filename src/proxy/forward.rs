@@ -23,6 +23,7 @@ use tracing::warn;
 
 use super::{Shared, answer, headers};
 use crate::body::{Body, empty};
+use crate::log_limit::LogLimit;
 use crate::sockets;
 
 /// Forwards one request from `peer` to the app.
@@ -68,7 +69,10 @@ pub async fn handle(
             resp.map(|b| b.boxed())
         }
         Ok(Err(e)) => {
-            warn!(%upstream, error = %e, "plain HTTP request to the app failed");
+            static LIMIT: LogLimit = LogLimit::new();
+            if let Some(folded) = LIMIT.allow() {
+                warn!(%upstream, error = %e, folded, "plain HTTP request to the app failed");
+            }
             shared.metrics.error("upstream_http");
             if e.is_connect() {
                 shared.metrics.upstream_up.set(0);
@@ -81,7 +85,10 @@ pub async fn handle(
             return resp;
         }
         Err(_) => {
-            warn!(%upstream, "the app did not answer a plain HTTP request in time");
+            static LIMIT: LogLimit = LogLimit::new();
+            if let Some(folded) = LIMIT.allow() {
+                warn!(%upstream, folded, "the app did not answer a plain HTTP request in time");
+            }
             shared.metrics.error("upstream_timeout");
             let resp = answer(
                 StatusCode::GATEWAY_TIMEOUT,

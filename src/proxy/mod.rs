@@ -27,6 +27,7 @@ use crate::cli::{Mode, ProxyOptions};
 use crate::connections::Connections;
 use crate::connections::Registration;
 use crate::drain::Drain;
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::relay::{self, Ending, RelaySettings};
 use crate::{proxy_protocol, sockets};
@@ -145,9 +146,11 @@ impl Shared {
     }
 }
 
+/// Accept failures of the client listener, in both modes (logged once a second).
+pub(crate) static ACCEPT_LOG: LogLimit = LogLimit::new();
+
 /// Accepts client connections until the process ends.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let mut last_warning: Option<Instant> = None;
     loop {
         match listener.accept().await {
             Ok((mut stream, peer)) => {
@@ -182,9 +185,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 // EMFILE and friends: say so at most once a second, and back off
                 // instead of spinning on a listener that stays readable.
                 shared.metrics.error("accept");
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    warn!(error = %e, "accept failed");
-                    last_warning = Some(Instant::now());
+                if let Some(folded) = ACCEPT_LOG.allow() {
+                    warn!(error = %e, folded, "accept failed");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

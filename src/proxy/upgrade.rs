@@ -21,6 +21,7 @@ use tracing::{Instrument, Span, debug, warn};
 use super::{ClientAddrs, Shared, answer, headers};
 use crate::body::{Body, empty};
 use crate::connections::Registration;
+use crate::log_limit::LogLimit;
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
@@ -114,7 +115,10 @@ pub async fn handle(
 
 fn upstream_failed(shared: &Shared, why: String) -> Response<Body> {
     let upstream = shared.opts.upstream;
-    warn!(%upstream, "{why}");
+    static LIMIT: LogLimit = LogLimit::new();
+    if let Some(folded) = LIMIT.allow() {
+        warn!(%upstream, folded, "upgrade refused: upstream {why}");
+    }
     shared
         .metrics
         .upgrades_rejected
