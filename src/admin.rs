@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use crate::body::{Body, full};
+use crate::body::{Body, plain, response};
 use crate::drain::Trigger;
 use crate::log_limit::LogLimit;
 use crate::proxy::Shared;
@@ -61,37 +61,20 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut resp = Response::new(full(format!("{body}\n")));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
-    let mut resp = Response::new(full(body + "\n"));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    response(status, "application/json", body + "\n")
 }
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let open = || shared.connections.len();
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(full(shared.metrics.render()));
-            resp.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            resp
-        }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(),
+        ),
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => readyz(&shared).await,
         (&Method::GET, "/drain") => json(StatusCode::OK, &shared.drain.status(open())),
         (&Method::POST, "/drain") => match authorize(&shared, &req) {
@@ -123,16 +106,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                         }),
                     )
                 }
-                None => text(
+                None => plain(
                     StatusCode::BAD_REQUEST,
                     "POST /shed needs ?count=N with N a whole number",
                 ),
             },
         },
         (_, "/metrics" | "/healthz" | "/readyz" | "/drain" | "/prestop" | "/shed") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        _ => text(
+        _ => plain(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /healthz, /readyz, /drain, /prestop",
         ),
@@ -149,11 +132,11 @@ fn shed_count(query: Option<&str>) -> Option<usize> {
 
 async fn readyz(shared: &Shared) -> Response<Body> {
     if shared.drain.is_draining() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "draining");
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
     match probe_upstream(shared).await {
-        Ok(()) => text(StatusCode::OK, "ok"),
-        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &why),
+        Ok(()) => plain(StatusCode::OK, "ok"),
+        Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
 }
 
@@ -183,7 +166,7 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Respons
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
         Ok(_) | Err(_) => {
             warn!(path = %path.display(), "admin token file is unreadable or empty; refusing");
-            return Err(Box::new(text(
+            return Err(Box::new(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "admin token file is unreadable or empty",
             )));
@@ -198,7 +181,7 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Respons
     match given {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => {
-            let mut resp = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            let mut resp = plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             resp.headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
             Err(Box::new(resp))

@@ -18,3 +18,24 @@ pub fn full(content: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     full(Bytes::new())
 }
+
+/// A response of wsdrain's own: `status`, `content_type`, a fixed body. Shared by the
+/// proxy's refusals, the admin port and the webhook.
+pub fn response(
+    status: hyper::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> hyper::Response<Body> {
+    let mut resp = hyper::Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// A one-line plain-text answer.
+pub fn plain(status: hyper::StatusCode, text: impl std::fmt::Display) -> hyper::Response<Body> {
+    response(status, "text/plain; charset=utf-8", format!("{text}\n"))
+}

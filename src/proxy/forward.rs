@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::{Shared, answer, headers};
-use crate::body::{Body, empty};
+use super::{Shared, headers};
+use crate::body::{Body, empty, plain};
 use crate::log_limit::LogLimit;
 use crate::sockets;
 
@@ -42,10 +42,7 @@ pub async fn handle(
     parts.uri = match Uri::try_from(format!("http://{upstream}{path}")) {
         Ok(uri) => uri,
         Err(_) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "wsdrain: invalid request target".into(),
-            );
+            return plain(StatusCode::BAD_REQUEST, "wsdrain: invalid request target");
         }
     };
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -77,7 +74,7 @@ pub async fn handle(
             if e.is_connect() {
                 shared.metrics.upstream_up.set(0);
             }
-            let resp = answer(
+            let resp = plain(
                 StatusCode::BAD_GATEWAY,
                 format!("wsdrain: upstream {upstream} unreachable: {}", e.reason()),
             );
@@ -90,7 +87,7 @@ pub async fn handle(
                 warn!(%upstream, folded, "the app did not answer a plain HTTP request in time");
             }
             shared.metrics.error("upstream_timeout");
-            let resp = answer(
+            let resp = plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer within --response-timeout"),
             );

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, body::Incoming};
+use hyper::{Request, Response, body::Incoming};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::body::{Body, full};
+use crate::body::Body;
 use crate::cli::{Mode, ProxyOptions};
 use crate::connections::Connections;
 use crate::connections::Registration;
@@ -261,15 +261,4 @@ pub async fn relay_connection(
         secs = started.elapsed().as_secs_f64(),
         "connection closed"
     );
-}
-
-/// A short plain-text answer of wsdrain's own.
-fn answer(status: StatusCode, text: String) -> Response<Body> {
-    let mut resp = Response::new(full(text + "\n"));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

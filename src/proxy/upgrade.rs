@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::{ClientAddrs, Shared, answer, headers};
-use crate::body::{Body, empty};
+use super::{ClientAddrs, Shared, headers};
+use crate::body::{Body, empty, plain};
 use crate::connections::Registration;
 use crate::log_limit::LogLimit;
 
@@ -33,9 +33,9 @@ pub async fn handle(
     let m = &shared.metrics;
     if shared.drain.rejects_upgrades() {
         m.upgrades_rejected.with_label_values(&["draining"]).inc();
-        let mut resp = answer(
+        let mut resp = plain(
             StatusCode::SERVICE_UNAVAILABLE,
-            "wsdrain: this pod is draining; reconnect to another one".into(),
+            "wsdrain: this pod is draining; reconnect to another one",
         );
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -48,7 +48,7 @@ pub async fn handle(
         m.upgrades_rejected
             .with_label_values(&["max_connections"])
             .inc();
-        let mut resp = answer(
+        let mut resp = plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("wsdrain: connection limit ({max}) reached"),
         );
@@ -93,7 +93,7 @@ pub async fn handle(
                 .with_label_values(&["upstream_timeout"])
                 .inc();
             m.error("upstream_timeout");
-            return answer(
+            return plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer the upgrade in time"),
             );
@@ -125,7 +125,7 @@ fn upstream_failed(shared: &Shared, why: String) -> Response<Body> {
         .with_label_values(&["upstream_unavailable"])
         .inc();
     shared.metrics.error("upstream_connect");
-    answer(
+    plain(
         StatusCode::BAD_GATEWAY,
         format!("wsdrain: upstream {upstream} {why}"),
     )

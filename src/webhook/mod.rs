@@ -19,7 +19,6 @@ use std::time::Duration;
 use anyhow::Context;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,9 +27,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::body::{Body, full};
+use crate::body::{Body, plain, response};
 use crate::cli::WebhookOptions;
 use crate::inject::{InjectConfig, Settings};
+use crate::log_limit::LogLimit;
 use tls::CertReloader;
 
 /// The path the MutatingWebhookConfiguration calls for namespaces labelled
@@ -77,7 +77,10 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
-                warn!(error = %e, "webhook accept failed");
+                static LIMIT: LogLimit = LogLimit::new();
+                if let Some(folded) = LIMIT.allow() {
+                    warn!(error = %e, folded, "webhook accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -108,29 +111,13 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-fn text(status: StatusCode, message: &str) -> Response<Body> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        format!("{message}\n").into_bytes(),
-    )
-}
-
 async fn route(
     cfg: Arc<InjectConfig>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::POST, path @ ("/mutate" | NAMESPACE_PATH)) => {
             let namespace_opted_in = path == NAMESPACE_PATH
                 || req
@@ -140,9 +127,9 @@ async fn route(
             mutate(&cfg, peer, req, namespace_opted_in).await
         }
         (_, "/healthz" | "/mutate" | NAMESPACE_PATH) => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        _ => text(
+        _ => plain(
             StatusCode::NOT_FOUND,
             "not found: try POST /mutate or GET /healthz",
         ),
@@ -163,14 +150,14 @@ async fn mutate(
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
             return if too_big {
-                text(
+                plain(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body is larger than {MAX_BODY} bytes"),
+                    format!("request body is larger than {MAX_BODY} bytes"),
                 )
             } else {
-                text(
+                plain(
                     StatusCode::BAD_REQUEST,
-                    &format!("cannot read the request body: {e}"),
+                    format!("cannot read the request body: {e}"),
                 )
             };
         }
@@ -184,11 +171,11 @@ async fn mutate(
                 dry_run = reviewed.dry_run,
                 "admission review"
             );
-            respond(StatusCode::OK, "application/json", reviewed.body)
+            response(StatusCode::OK, "application/json", reviewed.body)
         }
         Err(e) => {
             warn!(%peer, error = %e, "malformed admission review");
-            text(StatusCode::BAD_REQUEST, &e.to_string())
+            plain(StatusCode::BAD_REQUEST, e)
         }
     }
 }
