@@ -4,6 +4,7 @@
 //! fresh one can be opened), that `websocket_errors_total{kind}` moves where it should,
 //! and that the proxy neither died nor panicked. Each test is bounded in time.
 
+mod common;
 mod hostile_support;
 
 use std::time::{Duration, Instant};
@@ -12,8 +13,6 @@ use hostile_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-const MASK: Option<[u8; 4]> = Some([0xa1, 0xb2, 0xc3, 0xd4]);
 
 async fn setup(extra: &[&str]) -> (Proxy, Seen, Healthy) {
     let (app, seen) = start_app().await;
@@ -352,10 +351,7 @@ async fn huge_declared_length_gets_1009() {
     // The client's close reply is taken for payload of the huge frame it announced, so
     // the relay only ends at --close-timeout (5 s by default), counted as close_timeout.
     let t = Instant::now();
-    let _ = s
-        .write_all(&frame(true, 8, &1009u16.to_be_bytes(), MASK))
-        .await;
-    assert!(closed_within(&mut s, WAIT).await, "not closed");
+    assert!(answer_close(&mut s, 1009, WAIT).await, "not closed");
     proxy.wait_active(1).await;
     assert!(t.elapsed() < WAIT);
     healthy.check(&proxy).await;
@@ -414,10 +410,7 @@ async fn protocol_violations_reach_the_app() {
             .unwrap_or_else(|| panic!("{what}: no close frame"));
         assert_eq!(close.close_code(), Some(1002), "{what}");
         // The client answers the close; the connection ends.
-        let _ = s
-            .write_all(&frame(true, 8, &1002u16.to_be_bytes(), MASK))
-            .await;
-        assert!(closed_within(&mut s, WAIT).await, "{what}: not closed");
+        assert!(answer_close(&mut s, 1002, WAIT).await, "{what}: not closed");
     }
     proxy.wait_active(1).await;
     // Close 1005/999 and a one-byte close payload are not visible in a header; the
@@ -433,7 +426,7 @@ async fn protocol_violations_reach_the_app() {
 /// The app's port is closed: 502, counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_refusing_gets_502() {
-    let closed = free_addr();
+    let closed = common::free_addr();
     let mut proxy = Proxy::start(closed, &[]).await;
     let before = proxy.errors("upstream_connect").await;
     let req = format!(
@@ -548,10 +541,7 @@ async fn app_dying_gets_close_with_hint() {
     let reason = String::from_utf8_lossy(&close.payload[2..]).into_owned();
     assert!(reason.contains("reconnect_after_ms"), "reason {reason:?}");
     assert_eq!(proxy.errors("app_gone").await, before + 1);
-    let _ = s
-        .write_all(&frame(true, 8, &1012u16.to_be_bytes(), MASK))
-        .await;
-    assert!(closed_within(&mut s, WAIT).await);
+    assert!(answer_close(&mut s, 1012, WAIT).await);
     proxy.wait_active(1).await;
     healthy.check(&proxy).await;
     proxy.assert_sound();
@@ -981,10 +971,7 @@ async fn app_message_over_limit_is_stopped() {
         .expect("no close frame");
     assert_eq!(close.close_code(), Some(1001));
     assert_eq!(proxy.errors("message_too_big").await, before + 1);
-    let _ = s
-        .write_all(&frame(true, 8, &1001u16.to_be_bytes(), MASK))
-        .await;
-    assert!(closed_within(&mut s, WAIT).await);
+    assert!(answer_close(&mut s, 1001, WAIT).await);
     proxy.wait_active(1).await;
     healthy.check(&proxy).await;
     proxy.assert_sound();
@@ -1066,10 +1053,7 @@ async fn protocol_violations_are_counted() {
         let mut s = raw_ws(proxy.listen, "/echo").await;
         s.write_all(&bytes).await.unwrap();
         let _ = read_until_close(&mut s, WAIT).await;
-        let _ = s
-            .write_all(&frame(true, 8, &1002u16.to_be_bytes(), MASK))
-            .await;
-        let _ = closed_within(&mut s, WAIT).await;
+        let _ = answer_close(&mut s, 1002, WAIT).await;
     }
     let after = all_errors(&proxy).await;
     assert!(after >= before + 2, "errors went from {before} to {after}");

@@ -335,9 +335,7 @@ async fn non_101_answers_from_the_app_reach_the_client_as_they_are() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_gives_502_with_a_reason() {
-    let closed = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .expect("addr");
+    let closed = common::free_addr();
     let proxy = Proxy::start(closed, &[]).await;
     match connect_async(proxy.url("/")).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {

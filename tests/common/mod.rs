@@ -18,12 +18,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-/// A free loopback port (bound, then released for the child to take).
-pub fn free_port() -> u16 {
+/// A free loopback address (bound, then released for a child process to take).
+pub fn free_addr() -> SocketAddr {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// The port of [`free_addr`], for flags that take a port.
+pub fn free_port() -> u16 {
+    free_addr().port()
 }
 
 /// What the echo app observed, for assertions.
@@ -141,6 +145,63 @@ async fn serve_echo(stream: TcpStream, seen: Arc<Mutex<Seen>>) {
     }
 }
 
+/// How a test runs `wsdrain proxy`. Every harness (this one and `hostile_support`) starts
+/// the process through [`spawn_proxy`], so the ports, flags and readiness check are
+/// decided in one place.
+pub struct Launch<'a> {
+    pub upstream: SocketAddr,
+    pub extra: &'a [&'a str],
+    pub log_level: &'a str,
+    /// The open-file limit to run under (`ulimit -n`), when a test needs a small one.
+    pub nofile: Option<u32>,
+    /// Where the proxy's log (stderr) goes.
+    pub stderr: Stdio,
+}
+
+/// Spawns `wsdrain proxy` on two free loopback ports (listen, admin) and returns once
+/// `/healthz` answers 200. Panics with the exit status if the process dies first, and
+/// after 10 s if it never answers.
+pub async fn spawn_proxy(launch: Launch<'_>) -> (Child, SocketAddr, SocketAddr) {
+    let listen = free_addr();
+    let admin = free_addr();
+    let mut cmd = match launch.nofile {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]);
+            c.arg(env!("CARGO_BIN_EXE_wsdrain"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_wsdrain")),
+    };
+    let mut child = cmd
+        .arg("proxy")
+        .args(["--listen", &listen.to_string()])
+        .args(["--upstream", &launch.upstream.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .args(["--log-level", launch.log_level])
+        .args(launch.extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(launch.stderr)
+        .spawn()
+        .expect("spawn wsdrain");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, _)) = http(admin, "GET", "/healthz", &[], b"").await {
+            return (child, listen, admin);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("wsdrain exited before it came up: {status}");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wsdrain did not come up on {admin}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A running `wsdrain proxy` child process.
 pub struct Proxy {
     pub child: Child,
@@ -156,34 +217,22 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    /// Starts `wsdrain proxy` in front of `upstream` with extra flags, and waits until
-    /// its admin port answers.
+    /// Starts `wsdrain proxy` in front of `upstream` with extra flags (log level warn,
+    /// log on the test's stderr), and waits until its admin port answers.
     pub async fn start(upstream: SocketAddr, extra: &[&str]) -> Proxy {
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_wsdrain"))
-            .arg("proxy")
-            .args(["--listen", &listen.to_string()])
-            .args(["--upstream", &upstream.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .args(["--log-level", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn wsdrain");
-        let proxy = Proxy {
+        let (child, listen, admin) = spawn_proxy(Launch {
+            upstream,
+            extra,
+            log_level: "warn",
+            nofile: None,
+            stderr: Stdio::inherit(),
+        })
+        .await;
+        Proxy {
             child,
             listen,
             admin,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = http(admin, "GET", "/healthz", &[], b"").await {
-                return proxy;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("wsdrain did not come up on {admin}");
     }
 
     /// ws:// URL of the proxy.

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use crate::common::{Launch, spawn_proxy};
+
 /// Upper bound for any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A free loopback port (bound, read, released).
-pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
+/// The mask every client frame in these tests carries (RFC 6455 requires one).
+pub const MASK: Option<[u8; 4]> = Some([0xa1, 0xb2, 0xc3, 0xd4]);
 
 /// A running `wsdrain proxy`, killed on drop.
 pub struct Proxy {
@@ -40,53 +40,30 @@ impl Proxy {
         Self::start_limited(upstream, extra, None).await
     }
 
-    /// Like [`Proxy::start`], with the open-file limit set to `nofile` when given.
+    /// Like [`Proxy::start`], with the open-file limit set to `nofile` when given. The
+    /// log (level info) goes to a file, for [`Proxy::assert_sound`] to read.
     pub async fn start_limited(upstream: SocketAddr, extra: &[&str], nofile: Option<u32>) -> Proxy {
-        let listen = free_addr();
-        let admin = free_addr();
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let log = std::env::temp_dir().join(format!(
             "wsdrain-test-{}-{}.log",
             std::process::id(),
-            listen.port()
+            STARTED.fetch_add(1, Ordering::Relaxed)
         ));
-        let logfile = std::fs::File::create(&log).unwrap();
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]);
-                c.arg(env!("CARGO_BIN_EXE_wsdrain"));
-                c
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_wsdrain")),
-        };
-        let child = cmd
-            .arg("proxy")
-            .args(["--listen", &listen.to_string()])
-            .args(["--upstream", &upstream.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .args(["--log-level", "info"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(logfile)
-            .spawn()
-            .expect("spawn wsdrain");
-        let proxy = Proxy {
+        let logfile = std::fs::File::create(&log).expect("create the proxy's log file");
+        let (child, listen, admin) = spawn_proxy(Launch {
+            upstream,
+            extra,
+            log_level: "info",
+            nofile,
+            stderr: logfile.into(),
+        })
+        .await;
+        Proxy {
             child,
             listen,
             admin,
             log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(resp) = http_raw(admin, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await
-                && resp.starts_with("HTTP/1.1 200")
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "proxy did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        proxy
     }
 
     pub fn pid(&self) -> u32 {
@@ -336,6 +313,20 @@ pub async fn closed_within<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> 
             Err(_) => return false,
         }
     }
+}
+
+/// What a well-behaved client does after the proxy sent it a close frame: answer with a
+/// masked close carrying the same code. True when the proxy then ends the TCP connection
+/// within `limit` (a write error means it already has).
+pub async fn answer_close<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    code: u16,
+    limit: Duration,
+) -> bool {
+    let _ = s
+        .write_all(&frame(true, 8, &code.to_be_bytes(), MASK))
+        .await;
+    closed_within(s, limit).await
 }
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
