@@ -164,45 +164,36 @@ struct Contender {
     start: fn(u16, u16, &Settings) -> Proc,
 }
 
+/// wsdrain draining at once on the signal (no --drain-delay) over `window`; a zero
+/// window closes every connection together, the baseline the stagger is measured against.
+fn wsdrain_draining_over(port: u16, app: u16, window: Duration, s: &Settings) -> Proc {
+    spawn_wsdrain(
+        port,
+        app,
+        &[
+            "--drain-delay",
+            "0s",
+            "--drain-window",
+            &format!("{}ms", window.as_millis()),
+            "--close-timeout",
+            &format!("{}ms", s.close_timeout.as_millis()),
+        ],
+    )
+}
+
 fn contenders(nginx: bool, haproxy: bool) -> Vec<Contender> {
     let mut v = vec![
         Contender {
             name: "wsdrain (staggered)",
             signal: libc::SIGTERM,
             spread: true,
-            start: |port, app, s| {
-                spawn_wsdrain(
-                    port,
-                    app,
-                    &[
-                        "--drain-delay",
-                        "0s",
-                        "--drain-window",
-                        &format!("{}ms", s.window.as_millis()),
-                        "--close-timeout",
-                        &format!("{}ms", s.close_timeout.as_millis()),
-                    ],
-                )
-            },
+            start: |port, app, s| wsdrain_draining_over(port, app, s.window, s),
         },
         Contender {
             name: "wsdrain --drain-window 0",
             signal: libc::SIGTERM,
             spread: false,
-            start: |port, app, s| {
-                spawn_wsdrain(
-                    port,
-                    app,
-                    &[
-                        "--drain-delay",
-                        "0s",
-                        "--drain-window",
-                        "0",
-                        "--close-timeout",
-                        &format!("{}ms", s.close_timeout.as_millis()),
-                    ],
-                )
-            },
+            start: |port, app, s| wsdrain_draining_over(port, app, Duration::ZERO, s),
         },
     ];
     if haproxy {

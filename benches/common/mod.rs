@@ -537,30 +537,10 @@ pub fn group_cpu_secs(pgid: i32) -> f64 {
 }
 
 fn group_rss_kib(pgid: i32) -> u64 {
-    let mut total = 0;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the ")" that closes the command name: state ppid pgrp ...
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let pgrp = fields.nth(2).and_then(|f| f.parse::<i32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        total += vm_rss_kib(pid);
-    }
-    total
+    group_pids(pgid)
+        .iter()
+        .map(|&(pid, _)| vm_rss_kib(pid))
+        .sum()
 }
 
 pub fn vm_rss_kib(pid: i32) -> u64 {
