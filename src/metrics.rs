@@ -158,7 +158,7 @@ impl Metrics {
         let upgrades_rejected = IntCounterVec::new(
             Opts::new(
                 "wsdrain_upgrades_rejected_total",
-                "WebSocket upgrades refused by wsdrain, by reason.",
+                "WebSocket upgrades that did not become connections, by reason: wsdrain's own refusals, or app (the app answered other than 101).",
             ),
             &["reason"],
         )

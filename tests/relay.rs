@@ -330,6 +330,12 @@ async fn non_101_answers_from_the_app_reach_the_client_as_they_are() {
             other => panic!("expected HTTP {status}, got {other:?}"),
         }
         assert_eq!(proxy.metric("websocket_connections_total").await, 0.0);
+        assert_eq!(
+            proxy
+                .metric(r#"wsdrain_upgrades_rejected_total{reason="app"}"#)
+                .await,
+            1.0
+        );
     }
 }
 

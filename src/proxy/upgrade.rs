@@ -100,8 +100,10 @@ pub async fn handle(
         }
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // 401, 404, 426...: the app's answer, as it is.
+        // 401, 404, 426...: the app's answer, as it is; counted so that failed upgrades
+        // are visible next to wsdrain's own refusals.
         debug!(status = %resp.status(), "app refused the upgrade");
+        m.upgrades_rejected.with_label_values(&["app"]).inc();
         return resp.map(|b| b.boxed());
     }
     let app_upgrade = hyper::upgrade::on(&mut resp);
