@@ -448,19 +448,30 @@ async fn app_refusing_gets_502() {
     proxy.assert_sound();
 }
 
-/// The app resets or hangs up after reading the upgrade request: 502.
+/// The app resets or hangs up after reading the upgrade request: 502, counted as
+/// upstream_handshake (the TCP connection to the app did open).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_resetting_mid_handshake_gets_502() {
     let (mut proxy, _seen, mut healthy) = setup(&[]).await;
     for path in ["/reset", "/hangup"] {
-        let before = proxy.errors("upstream_connect").await;
+        let before = proxy.errors("upstream_handshake").await;
+        let connect_before = proxy.errors("upstream_connect").await;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
         );
         let resp = http_raw(proxy.listen, req.as_bytes()).await.unwrap();
         assert_eq!(status(&resp), 502, "{path}: got {resp:?}");
-        assert_eq!(proxy.errors("upstream_connect").await, before + 1, "{path}");
+        assert_eq!(
+            proxy.errors("upstream_handshake").await,
+            before + 1,
+            "{path}"
+        );
+        assert_eq!(
+            proxy.errors("upstream_connect").await,
+            connect_before,
+            "{path}"
+        );
     }
     healthy.check(&proxy).await;
     proxy.assert_sound();

@@ -61,7 +61,7 @@ pub async fn handle(
     let upstream = shared.opts.upstream;
     let stream = match shared.connect_app(client).await {
         Ok(s) => s,
-        Err(why) => return upstream_failed(&shared, why),
+        Err(why) => return upstream_failed(&shared, "upstream_connect", why),
     };
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
@@ -69,7 +69,13 @@ pub async fn handle(
         .await
     {
         Ok(pair) => pair,
-        Err(e) => return upstream_failed(&shared, format!("handshake failed: {e}")),
+        Err(e) => {
+            return upstream_failed(
+                &shared,
+                "upstream_connect",
+                format!("handshake failed: {e}"),
+            );
+        }
     };
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -87,7 +93,13 @@ pub async fn handle(
     .await
     {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return upstream_failed(&shared, format!("failed during the handshake: {e}")),
+        Ok(Err(e)) => {
+            return upstream_failed(
+                &shared,
+                "upstream_handshake",
+                format!("failed during the handshake: {e}"),
+            );
+        }
         Err(_) => {
             m.upgrades_rejected
                 .with_label_values(&["upstream_timeout"])
@@ -115,7 +127,9 @@ pub async fn handle(
     Response::from_parts(parts, empty())
 }
 
-fn upstream_failed(shared: &Shared, why: String) -> Response<Body> {
+/// 502 for an upgrade the app could not take: `kind` is `upstream_connect` (no TCP
+/// connection) or `upstream_handshake` (connected, then reset or closed before answering).
+fn upstream_failed(shared: &Shared, kind: &'static str, why: String) -> Response<Body> {
     let upstream = shared.opts.upstream;
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(folded) = LIMIT.allow() {
@@ -126,7 +140,7 @@ fn upstream_failed(shared: &Shared, why: String) -> Response<Body> {
         .upgrades_rejected
         .with_label_values(&["upstream_unavailable"])
         .inc();
-    shared.metrics.error("upstream_connect");
+    shared.metrics.error(kind);
     plain(
         StatusCode::BAD_GATEWAY,
         format!("wsdrain: upstream {upstream} {why}"),
