@@ -11,6 +11,7 @@
 pub mod command;
 pub mod container;
 pub mod documents;
+pub mod istio;
 pub mod ports;
 pub mod settings;
 #[cfg(test)]
@@ -151,9 +152,19 @@ fn decide(
 
 /// Injects into a copy of an opted-in pod; false (with a warning) on a conflict.
 fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<String>) -> bool {
+    let meshed = istio::meshed(pod);
     let meta = object_at(pod, "metadata");
     let ann = object_at(meta, "annotations").clone();
-    let settings = cfg.defaults.with_overrides(&ann, warnings);
+    let mut settings = cfg.defaults.with_overrides(&ann, warnings);
+    let chosen = |name: &str, port: u16| {
+        ann.get(&format!("{}{name}", settings::PREFIX))
+            .and_then(Value::as_str)
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            == Some(port)
+    };
+    if meshed && !istio::avoid_ports(&mut settings, chosen, warnings) {
+        return false;
+    }
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return false;
     };
@@ -327,6 +338,9 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
     let ann = object_at(object_at(pod, "metadata"), "annotations");
     ann.insert(TOKEN_ANNOTATION.into(), Value::String(token));
     add_prometheus(ann, settings.admin_port, warnings);
+    if meshed {
+        istio::exclude_from_capture(ann, settings.admin_port, warnings);
+    }
     ann.insert(INJECTED_ANNOTATION.into(), Value::String("true".into()));
     true
 }

@@ -519,3 +519,139 @@ fn classic_sidecar_in_a_job_pod_is_reported() {
         report.warnings
     );
 }
+
+/// What the injector did to the admin port: the sidecar's flag, its probes, the app's
+/// preStop and the scrape annotation must all agree.
+fn admin_port_everywhere(p: &serde_json::Map<String, Value>) -> Vec<String> {
+    let v = Value::Object(p.clone());
+    let side = container(&v["spec"]["initContainers"], "wsdrain");
+    let flag = args(side)
+        .into_iter()
+        .find_map(|a| a.strip_prefix("--admin=0.0.0.0:"))
+        .unwrap_or("none")
+        .to_string();
+    let app = &v["spec"]["containers"][0];
+    vec![
+        flag,
+        side["readinessProbe"]["httpGet"]["port"].to_string(),
+        app["lifecycle"]["preStop"]["httpGet"]["port"].to_string(),
+        v["metadata"]["annotations"]["prometheus.io/port"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string(),
+    ]
+}
+
+#[test]
+fn istio_pods_get_an_admin_port_istio_proxy_does_not_bind() {
+    let cfg = config(&["--all"]);
+    let app = json!({"name": "a", "ports": [{"name": "http", "containerPort": 80}]});
+    let istio_proxy = json!({"name": "istio-proxy", "ports": [{"name": "http-envoy-prom", "containerPort": 15090}]});
+    let with_label = {
+        let mut p = pod(json!({}), json!([app.clone()]));
+        p["metadata"]["labels"] = json!({"sidecar.istio.io/inject": "true"});
+        p
+    };
+    let in_init = {
+        let mut p = pod(json!({}), json!([app.clone()]));
+        p["spec"]["initContainers"] = json!([istio_proxy.clone()]);
+        p
+    };
+    let cases = [
+        ("label", with_label),
+        (
+            "annotation",
+            pod(
+                json!({"sidecar.istio.io/inject": "True"}),
+                json!([app.clone()]),
+            ),
+        ),
+        (
+            "status annotation",
+            pod(
+                json!({"sidecar.istio.io/status": "{}"}),
+                json!([app.clone()]),
+            ),
+        ),
+        (
+            "istio-proxy container holding 15090",
+            pod(json!({}), json!([app.clone(), istio_proxy.clone()])),
+        ),
+        ("istio-proxy native sidecar", in_init),
+    ];
+    for (what, mut p) in cases {
+        let report = inject_pod(&mut p, &cfg, false);
+        assert_eq!(report.outcome, Outcome::Injected, "{what}: {report:?}");
+        assert_eq!(admin_port_everywhere(&p), ["15091"; 4], "{what}");
+        assert_eq!(
+            p["metadata"]["annotations"][istio::EXCLUDE_INBOUND],
+            "15091",
+            "{what}"
+        );
+        assert!(
+            report.warnings.iter().any(|w| w.contains("15091")),
+            "{what}: {:?}",
+            report.warnings
+        );
+    }
+    // No sign of Istio, or Istio declined: the documented default stays.
+    for ann in [json!({}), json!({"sidecar.istio.io/inject": "false"})] {
+        let mut p = pod(ann, json!([app.clone()]));
+        assert_eq!(inject_pod(&mut p, &cfg, false).outcome, Outcome::Injected);
+        assert_eq!(admin_port_everywhere(&p), ["15090"; 4]);
+        assert!(
+            p["metadata"]["annotations"]
+                .get(istio::EXCLUDE_INBOUND)
+                .is_none()
+        );
+    }
+}
+
+#[test]
+fn the_admin_port_joins_an_existing_istio_capture_exclusion() {
+    let cfg = config(&["--all"]);
+    let app = json!([{"name": "a", "ports": [{"name": "http", "containerPort": 80}]}]);
+    for (before, after) in [
+        ("9000", "9000,15091"),
+        ("9000, 15091", "9000, 15091"),
+        ("", "15091"),
+    ] {
+        let mut p = pod(
+            json!({"sidecar.istio.io/inject": "true", istio::EXCLUDE_INBOUND: before}),
+            app.clone(),
+        );
+        assert_eq!(inject_pod(&mut p, &cfg, false).outcome, Outcome::Injected);
+        assert_eq!(
+            p["metadata"]["annotations"][istio::EXCLUDE_INBOUND],
+            after,
+            "{before:?}"
+        );
+    }
+}
+
+#[test]
+fn istio_ports_chosen_by_annotation_refuse_the_injection() {
+    let cfg = config(&["--all"]);
+    let app = json!([{"name": "a", "ports": [{"name": "http", "containerPort": 80}]}]);
+    let cases = [
+        (json!({"wsdrain.io/admin-port": "15090"}), "15090"),
+        (json!({"wsdrain.io/listen-port": "15006"}), "15006"),
+        (json!({"wsdrain.io/listen-port": "15091"}), "15091"),
+    ];
+    for (mut ann, needle) in cases {
+        ann["sidecar.istio.io/inject"] = json!("true");
+        let original = pod(ann, app.clone());
+        let mut p = original.clone();
+        let report = inject_pod(&mut p, &cfg, false);
+        assert_eq!(report.outcome, Outcome::Refused, "{needle}: {report:?}");
+        assert_eq!(p, original);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains(needle) && w.contains("not injected")),
+            "{needle}: {:?}",
+            report.warnings
+        );
+    }
+}
