@@ -12,6 +12,7 @@ pub mod demo;
 pub mod drain;
 pub mod drain_client;
 pub mod frame_tracker;
+pub mod heap_trim;
 pub mod inject;
 pub mod log_limit;
 pub mod logging;

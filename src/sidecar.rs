@@ -15,7 +15,7 @@ use crate::cli::ProxyOptions;
 use crate::drain::{self, Drain, DrainSettings, scheduler};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Shared};
-use crate::{admin, rebalance, signals, sockets, tcp_mode};
+use crate::{admin, heap_trim, rebalance, signals, sockets, tcp_mode};
 
 /// Runs the sidecar until a signal-triggered drain is over.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
@@ -45,6 +45,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         tokio::spawn(rebalance::retire_old_connections(shared.clone()));
     }
     tokio::spawn(admin::serve(shared.clone(), admin_listener));
+    heap_trim::start(shared.metrics.clone());
     tokio::spawn(drain::run(
         drain_state.clone(),
         shared.connections.clone(),
