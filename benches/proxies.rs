@@ -237,6 +237,12 @@ fn main() {
     if ensure_installed("haproxy", "haproxy") {
         kinds.push(Kind::Haproxy);
     }
+    // `WSDRAIN_BENCH_CONTENDERS=direct,wsdrain` runs only those (experiments; the ratios
+    // need "direct" and the targets need the peers).
+    if let Ok(only) = std::env::var("WSDRAIN_BENCH_CONTENDERS") {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        kinds.retain(|k| wanted.contains(&k.name()));
+    }
     kinds.sort();
     eprintln!(
         "proxies bench ({}), nofile {nofile}, contenders: {}",
