@@ -59,41 +59,34 @@ pub fn meshed(pod: &Map<String, Value>) -> bool {
 }
 
 /// Keeps `settings` off Istio's ports in a meshed pod. `chosen(name, port)` is true when
-/// the pod's annotation `wsdrain.io/<name>` set that port. Returns false (with a warning) when a
-/// chosen port is Istio's and the pod must not be injected.
+/// the pod's annotation `wsdrain.io/<name>` set that port. Returns false (with a warning)
+/// when a port is Istio's and cannot be moved, and the pod must not be injected.
 pub fn avoid_ports(
     settings: &mut Settings,
     chosen: impl Fn(&str, u16) -> bool,
     warnings: &mut Vec<String>,
 ) -> bool {
+    let admin = settings.admin_port;
+    if ISTIO_PORTS.contains(&admin) && !chosen("admin-port", admin) {
+        warnings.push(format!(
+            "Istio pod: admin port {admin} is istio-proxy's, so the sidecar's admin port is {ISTIO_ADMIN_PORT} (metrics, probes and /prestop follow)"
+        ));
+        settings.admin_port = ISTIO_ADMIN_PORT;
+    }
     for (port, what) in [
         (settings.listen_port, "listen"),
         (settings.admin_port, "admin"),
     ] {
-        if ISTIO_PORTS.contains(&port) && chosen(&format!("{what}-port"), port) {
+        if ISTIO_PORTS.contains(&port) {
             warnings.push(format!(
-                "port {port} (the sidecar's {what} port, from wsdrain.io/{what}-port) is bound by istio-proxy in the same pod; choose another; not injected"
+                "port {port} (the sidecar's {what} port) is bound by istio-proxy in the same pod; set wsdrain.io/{what}-port to another; not injected"
             ));
             return false;
         }
     }
-    if ISTIO_PORTS.contains(&settings.admin_port) {
+    if settings.listen_port == settings.admin_port {
         warnings.push(format!(
-            "Istio pod: admin port {} is istio-proxy's, so the sidecar's admin port is {ISTIO_ADMIN_PORT} (metrics, probes and /prestop follow)",
-            settings.admin_port
-        ));
-        settings.admin_port = ISTIO_ADMIN_PORT;
-        if settings.listen_port == ISTIO_ADMIN_PORT {
-            warnings.push(format!(
-                "Istio pod: the listen port is {ISTIO_ADMIN_PORT}, the admin port wsdrain takes there; set wsdrain.io/admin-port; not injected"
-            ));
-            return false;
-        }
-    }
-    if ISTIO_PORTS.contains(&settings.listen_port) {
-        warnings.push(format!(
-            "port {} (the sidecar's listen port) is bound by istio-proxy in the same pod; set wsdrain.io/listen-port; not injected",
-            settings.listen_port
+            "Istio pod: the listen port is {ISTIO_ADMIN_PORT}, the admin port wsdrain moves to there; set wsdrain.io/admin-port; not injected"
         ));
         return false;
     }
