@@ -46,16 +46,10 @@ pub fn meshed(pod: &Map<String, Value>) -> bool {
     let injected = meta
         .and_then(|m| m.get("annotations"))
         .is_some_and(|a| a.get("sidecar.istio.io/status").is_some());
-    let spec = pod.get("spec");
-    let has_proxy = ["containers", "initContainers"].iter().any(|list| {
-        spec.and_then(|s| s.get(*list))
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("name").and_then(Value::as_str) == Some("istio-proxy"))
-            })
-    });
-    says_inject("labels") || says_inject("annotations") || injected || has_proxy
+    says_inject("labels")
+        || says_inject("annotations")
+        || injected
+        || super::has_container(pod, "istio-proxy")
 }
 
 /// Keeps `settings` off Istio's ports in a meshed pod. `chosen(name, port)` is true when

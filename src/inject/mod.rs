@@ -93,6 +93,19 @@ pub fn inject_pod(
     PodReport { outcome, warnings }
 }
 
+/// True when the pod has a container or an init container called `name`.
+fn has_container(pod: &Map<String, Value>, name: &str) -> bool {
+    let spec = pod.get("spec");
+    ["containers", "initContainers"].iter().any(|list| {
+        spec.and_then(|s| s.get(*list))
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.get("name").and_then(Value::as_str) == Some(name))
+            })
+    })
+}
+
 fn annotations(pod: &Map<String, Value>) -> Option<&Map<String, Value>> {
     pod.get("metadata")?.get("annotations")?.as_object()
 }
@@ -123,23 +136,15 @@ fn decide(
     if !(asked || namespace_opted_in || cfg.all) {
         return Some(Outcome::NotOptedIn);
     }
-    let spec = pod.get("spec");
-    let named = |list: &str| {
-        spec.and_then(|s| s.get(list))
-            .and_then(Value::as_array)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.get("name").and_then(Value::as_str) == Some(container::SIDECAR_NAME))
-            })
-    };
-    if named("containers") || named("initContainers") {
+    if has_container(pod, container::SIDECAR_NAME) {
         warnings.push(format!(
             "a container named {} is already there but {INJECTED_ANNOTATION} is missing; not injecting again",
             container::SIDECAR_NAME
         ));
         return Some(Outcome::Refused);
     }
-    let has_containers = spec
+    let has_containers = pod
+        .get("spec")
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array)
         .is_some_and(|cs| !cs.is_empty() && cs.iter().all(Value::is_object));
