@@ -14,6 +14,7 @@ pub mod drain_client;
 pub mod frame_tracker;
 pub mod heap_trim;
 pub mod inject;
+pub mod install;
 pub mod log_limit;
 pub mod logging;
 pub mod metrics;

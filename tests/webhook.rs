@@ -79,6 +79,7 @@ fn inject_config() -> InjectConfig {
         defaults: Settings::from(&opts.defaults),
         all: false,
         token: None,
+        upgrade: true,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::cli::{InjectDefaults, parse_close_code, parse_duration, parse_rate, p
 pub const PREFIX: &str = "wsdrain.io/";
 
 /// Annotations that are not settings but known all the same (no "unknown" warning).
-const NOT_SETTINGS: &[&str] = &["inject", "injected", "admin-token"];
+const NOT_SETTINGS: &[&str] = &["inject", "injected", "admin-token", "version", "undo"];
 
 /// Everything that shapes one injected sidecar, after annotation overrides.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,9 @@ pub struct Settings {
     pub worker_threads: u32,
     /// Regular container instead of a native sidecar.
     pub classic: bool,
+    /// Minor version of the target cluster (`--kubernetes-version 1.31` = 31); `None` =
+    /// a current cluster. Below 1.32 a named-port takeover forces the classic sidecar.
+    pub kubernetes_minor: Option<u32>,
 }
 
 impl From<&InjectDefaults> for Settings {
@@ -92,6 +95,7 @@ impl From<&InjectDefaults> for Settings {
             memory_limit: d.memory_limit.clone(),
             worker_threads: d.worker_threads,
             classic: d.classic,
+            kubernetes_minor: d.kubernetes_version,
         }
     }
 }
@@ -236,6 +240,18 @@ fn parse_image(raw: &str) -> Result<String, String> {
         return Err("expected an image reference without spaces".into());
     }
     Ok(raw.to_string())
+}
+
+/// Reads `--kubernetes-version` (`1.31`, `v1.31.4`) as the minor version. Only 1.x
+/// exists; below 1.29 native sidecars are off by default, which the injector handles, so
+/// any 1.x is accepted.
+pub fn parse_kubernetes_version(raw: &str) -> Result<u32, String> {
+    let v = raw.trim().trim_start_matches('v');
+    let mut parts = v.split('.');
+    match (parts.next(), parts.next().map(str::parse::<u32>)) {
+        (Some("1"), Some(Ok(minor))) if parts.all(|p| p.parse::<u32>().is_ok()) => Ok(minor),
+        _ => Err("expected a Kubernetes version such as 1.31 or v1.31.4".into()),
+    }
 }
 
 /// A Kubernetes resource quantity such as `100m`, `64Mi`, `1.5`, `2e3`; empty = unset.

@@ -8,6 +8,7 @@
 //! through its `namespaceSelector`, so the webhook needs no API access to look
 //! namespaces up) and `/mutate` elsewhere, where the pod's own annotation decides. TLS follows cert-manager's rotations (`tls.rs`).
 
+pub mod metrics;
 pub mod review;
 pub mod tls;
 
@@ -51,6 +52,7 @@ pub async fn run(opts: WebhookOptions) -> anyhow::Result<()> {
         defaults: Settings::from(&opts.defaults),
         all: false,
         token: None,
+        upgrade: true,
     });
     let listener = crate::sockets::bind(opts.listen, "webhook")?;
     info!(listen = %opts.listen, "wsdrain webhook ready");
@@ -118,6 +120,7 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => metrics::response(),
         (&Method::POST, path @ ("/mutate" | NAMESPACE_PATH)) => {
             let namespace_opted_in = path == NAMESPACE_PATH
                 || req
