@@ -29,11 +29,9 @@ pub struct WebhookCerts {
     pub key_pem: String,
 }
 
-/// The DNS names the API server (and anything in the cluster) may use for the Service.
+/// The DNS names the API server uses for the Service (it calls `<service>.<ns>.svc`).
 pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     vec![
-        service.to_string(),
-        format!("{service}.{namespace}"),
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
     ]
