@@ -145,7 +145,14 @@ fn upgrade(
             warnings,
         };
     }
-    let outcome = match inject_opted_in(&mut plain, cfg, &mut warnings) {
+    // Keep the pod's admin token: whatever holds it (a GitOps secret, a runbook) stays valid.
+    let mut cfg = cfg.clone();
+    if let Some(t) =
+        annotation(pod, TOKEN_ANNOTATION).filter(|t| crate::cli::parse_token(t).is_ok())
+    {
+        cfg.token = Some(t.trim().to_string());
+    }
+    let outcome = match inject_opted_in(&mut plain, &cfg, &mut warnings) {
         Outcome::Injected => {
             *pod = plain;
             warnings.push(format!(
