@@ -119,6 +119,19 @@ fn labels(component: &str) -> Value {
     })
 }
 
+/// The namespace's labels: ours, and Pod Security Admission enforcing `restricted`,
+/// which the webhook's pods meet (and nothing else should run there).
+fn namespace_labels() -> Value {
+    let mut l = labels(SERVICE);
+    if let Some(m) = l.as_object_mut() {
+        m.insert(
+            "pod-security.kubernetes.io/enforce".into(),
+            Value::String("restricted".into()),
+        );
+    }
+    l
+}
+
 /// Every object, in apply order.
 pub fn manifests(opts: &InstallOptions) -> anyhow::Result<Vec<Value>> {
     let ns = opts.namespace.as_str();
@@ -128,7 +141,7 @@ pub fn manifests(opts: &InstallOptions) -> anyhow::Result<Vec<Value>> {
         json!({
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": ns, "labels": labels(SERVICE)},
+            "metadata": {"name": ns, "labels": namespace_labels()},
         }),
         json!({
             "apiVersion": "v1",

@@ -98,3 +98,18 @@ def test_cert_manager_mode_matches_deploy_webhook():
         elif doc["kind"] in ("Certificate", "Issuer", "Service", "PodDisruptionBudget"):
             assert doc["spec"] == shipped[key]["spec"], key
     assert len(out) == len(shipped)
+
+
+def test_webhook_pods_meet_the_namespace_pod_security_level():
+    out = install()
+    ns = next(d for d in out if d["kind"] == "Namespace")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pod = next(d for d in out if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in pod["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+    assert all(set(v) <= {"name", "secret", "configMap", "emptyDir", "projected", "downwardAPI"}
+               for v in pod["volumes"])
