@@ -863,3 +863,43 @@ fn classic_mesh_proxies_outlive_the_drain() {
         .expect("grace");
     assert!(grace > 45, "{grace}");
 }
+
+#[test]
+fn uninject_survives_api_server_defaulting_but_not_reordered_containers() {
+    let cfg = config(&[]);
+    let mut p = pod(
+        json!({"wsdrain.io/inject": "true"}),
+        json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]},
+               {"name": "b", "image": "b"}]),
+    );
+    let original = p.clone();
+    assert_eq!(inject_pod(&mut p, &cfg, false).outcome, Outcome::Injected);
+    // What defaulting adds before a webhook sees a pod created from the template.
+    let mut defaulted = Value::Object(p.clone());
+    defaulted["spec"]["containers"][0]["lifecycle"]["preStop"]["httpGet"]["scheme"] = json!("HTTP");
+    defaulted["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+    defaulted["spec"]["dnsPolicy"] = json!("ClusterFirst");
+    let mut defaulted = defaulted.as_object().cloned().expect("object");
+    undo::uninject_pod(&mut defaulted).expect("defaulted fields do not block uninject");
+    assert!(!has_container(&defaulted, "wsdrain"));
+    assert_eq!(
+        defaulted["spec"]["containers"][0]["ports"][0]["name"],
+        "http"
+    );
+    assert!(
+        defaulted["spec"]["containers"][0]
+            .get("lifecycle")
+            .is_none()
+    );
+    assert_eq!(defaulted["metadata"], original["metadata"]);
+    // Containers reordered since injection: refused, not "restored" onto the wrong one.
+    let mut swapped = Value::Object(p.clone());
+    if let Some(cs) = swapped["spec"]["containers"].as_array_mut() {
+        cs.swap(0, 1);
+    }
+    let mut swapped = swapped.as_object().cloned().expect("object");
+    assert!(matches!(
+        undo::uninject_pod(&mut swapped),
+        Err(undo::UninjectError::Changed(_))
+    ));
+}

@@ -9,7 +9,9 @@
 //! injected pod (minus the sidecar container and volume) back to the original. Ops
 //! addressing an array element are preceded by a `test` op, so a pod changed since
 //! injection (another webhook reordered the containers) is refused with a reason instead
-//! of being "restored" into something else.
+//! of being "restored" into something else. Only names and scalar values are tested:
+//! the API server's defaulting adds fields (`scheme: HTTP` to a preStop `httpGet`)
+//! before a webhook sees the pod, so whole objects would never compare equal.
 
 use serde_json::{Map, Value};
 
@@ -47,15 +49,34 @@ pub fn record(original: &Map<String, Value>, patched: &mut Map<String, Value>) {
     let ops = serde_json::to_value(ops).unwrap_or(Value::Array(Vec::new()));
     let core = Value::Object(core);
     let mut out = Vec::new();
+    let mut named = std::collections::HashSet::new();
     for op in ops.as_array().into_iter().flatten() {
         let path = op.get("path").and_then(Value::as_str).unwrap_or("");
         let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-        let through_array = path
-            .split('/')
+        // A container addressed by index: check it is still the same one (by name;
+        // the API server's defaulting adds fields, never renames).
+        let segs: Vec<&str> = path.split('/').collect();
+        if segs.len() > 4
+            && segs[1] == "spec"
+            && matches!(segs[2], "containers" | "initContainers")
+            && segs[3].chars().all(|c| c.is_ascii_digit())
+        {
+            let name_path = format!("/spec/{}/{}/name", segs[2], segs[3]);
+            if let Some(name) = core.pointer(&name_path)
+                && named.insert(name_path.clone())
+            {
+                out.push(serde_json::json!({"op": "test", "path": name_path, "value": name}));
+            }
+        }
+        // A scalar about to be changed: check it is what injection left.
+        let through_array = segs
+            .iter()
             .any(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()));
         if through_array
             && matches!(kind, "remove" | "replace")
-            && let Some(value) = core.pointer(path)
+            && let Some(value) = core
+                .pointer(path)
+                .filter(|v| !v.is_object() && !v.is_array())
         {
             out.push(serde_json::json!({"op": "test", "path": path, "value": value}));
         }
