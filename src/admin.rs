@@ -9,6 +9,10 @@
 //! state. State-changing endpoints require
 //! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
 //! every such request, so a rotated token takes effect without a restart.
+//!
+//! Flow: requests come in from the admin listener ([`crate::accept`]); reads go to the
+//! metrics, the registry and [`crate::drain::Drain::status`]; writes go out as drain
+//! triggers, cancels and [`crate::rebalance::shed`].
 
 use std::convert::Infallible;
 use std::sync::Arc;

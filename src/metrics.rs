@@ -4,6 +4,9 @@
 //! names, so they are a contract. Label children used on the hot path are resolved
 //! once here; a relay adds its counts with one atomic add per read, not per frame.
 //! Label values of errors and rejections come from the enums in `metrics/kinds.rs`.
+//!
+//! Flow: every part of the sidecar writes counts in through [`Metrics`]; the admin
+//! port's `/metrics` reads them out as Prometheus text.
 
 mod kinds;
 
