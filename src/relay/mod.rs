@@ -1,12 +1,15 @@
 //! The relay: moves frames between a client and the app after the 101, and closes
 //! connections gracefully when asked to.
 //!
-//! One task per connection drives two [`Pump`]s, one per direction, over the same pair
-//! of sockets. Each pump waits for readiness, borrows a buffer only while bytes are in
-//! flight, feeds them to a [`FrameTracker`] and writes what the tracker cleared. Because
-//! the tracker knows where frames end, a pump can put a frame of wsdrain's own on the
-//! wire at a boundary — the close frame with the reconnect hint — without ever cutting
-//! a frame in half.
+//! This module is the choreography: it decides *when* each side gets a close, a ping or
+//! a FIN, and when a connection is over. The data itself never passes through here.
+//! One task per connection drives two [`Pump`]s (see [`pump`]), one per direction, over
+//! the same pair of sockets: client → app and app → client. Commands come in from the
+//! drain scheduler through the [`ConnHandle`]; [`PumpEvent`]s come up from the pumps
+//! (a close frame seen, our frame written, an EOF, a broken socket); decisions go back
+//! down as the pumps' flags and as [`Injection`]s — frames of wsdrain's own that a pump
+//! puts on the wire at a frame boundary, the close frame with the reconnect hint among
+//! them, without ever cutting a frame in half. What comes out is an [`Ending`].
 //!
 //! The close choreography, when wsdrain initiates it (drain, message too big, app gone):
 //! 1. the client gets a close frame at the next message boundary (or frame boundary if
@@ -19,24 +22,21 @@
 //!
 //! Closes initiated by the client or the app pass through untouched.
 
+mod pump;
+
 use std::future::poll_fn;
-use std::io::{self, Read};
-use std::net::Shutdown;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use socket2::SockRef;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tracing::debug;
 
-use crate::buffer_pool;
 use crate::connections::{Command, ConnHandle};
-use crate::frame_tracker::{Event, FrameTracker, StopAt, close_frame, control_payload, ping_frame};
-use crate::metrics::{DirectionMetrics, Metrics};
+use crate::frame_tracker::{FrameTracker, StopAt, close_frame, ping_frame};
+use crate::metrics::Metrics;
+use pump::{Injection, Pump, PumpEvent};
 
 /// How long a scheduled close waits for the end of a fragmented message before it goes
 /// in between two fragments (which RFC 6455 §5.4 allows for control frames).
@@ -120,8 +120,7 @@ pub async fn run(
         handle,
         settings,
         metrics,
-        timer: None,
-        timer_is_linger: false,
+        timer: CloseTimer::None,
         close_requested: false,
         close_recorded: false,
         client_close_sent: false,
@@ -133,6 +132,17 @@ pub async fn run(
     poll_fn(|cx| relay.poll(cx)).await
 }
 
+/// The timer bounding a close that wsdrain waits for. One timer at a time: the wait for
+/// a message boundary is replaced by the linger once the close is under way.
+enum CloseTimer {
+    /// No close under way (or only ones the peers run by themselves).
+    None,
+    /// A scheduled close waits at most this long for the end of a fragmented message.
+    BoundaryWait(Pin<Box<Sleep>>),
+    /// The close timeout: when it fires the connection is given up.
+    Linger(Pin<Box<Sleep>>),
+}
+
 struct Relay<'a> {
     client: TcpStream,
     app: TcpStream,
@@ -141,8 +151,7 @@ struct Relay<'a> {
     handle: &'a ConnHandle,
     settings: &'a RelaySettings,
     metrics: &'a Metrics,
-    timer: Option<Pin<Box<Sleep>>>,
-    timer_is_linger: bool,
+    timer: CloseTimer,
     /// Liveness: fires after `ping_interval` of client silence, then `ping_timeout`.
     ping_timer: Option<Pin<Box<Sleep>>>,
     ping_outstanding: bool,
@@ -166,15 +175,20 @@ impl Relay<'_> {
                 }
                 _ => {}
             }
-            if let Some(timer) = self.timer.as_mut()
-                && timer.as_mut().poll(cx).is_ready()
-            {
-                if self.timer_is_linger {
-                    return Poll::Ready(Ending::TimedOut);
+            // Some(true): the linger ran out; Some(false): the boundary wait did.
+            let fired = match &mut self.timer {
+                CloseTimer::None => None,
+                CloseTimer::BoundaryWait(t) => t.as_mut().poll(cx).is_ready().then_some(false),
+                CloseTimer::Linger(t) => t.as_mut().poll(cx).is_ready().then_some(true),
+            };
+            match fired {
+                Some(true) => return Poll::Ready(Ending::TimedOut),
+                Some(false) => {
+                    // No message boundary in time: a frame boundary will do.
+                    self.a2c.stop = StopAt::FrameEnd;
+                    self.arm_linger();
                 }
-                // No message boundary in time: a frame boundary will do.
-                self.a2c.stop = StopAt::FrameEnd;
-                self.arm_linger();
+                None => {}
             }
             if let Some(timer) = self.ping_timer.as_mut()
                 && timer.as_mut().poll(cx).is_ready()
@@ -223,8 +237,7 @@ impl Relay<'_> {
         let code = self.settings.close_code;
         let frame = close_frame(code, &hint_reason(hint_ms), None);
         self.a2c.want_inject(frame, code, StopAt::MessageEnd);
-        self.timer = Some(Box::pin(tokio::time::sleep(MESSAGE_BOUNDARY_WAIT)));
-        self.timer_is_linger = false;
+        self.timer = CloseTimer::BoundaryWait(Box::pin(tokio::time::sleep(MESSAGE_BOUNDARY_WAIT)));
     }
 
     /// Liveness: a client silent for `ping_interval` gets a ping; one still silent
@@ -253,7 +266,7 @@ impl Relay<'_> {
             return;
         }
         if self.a2c.want.is_none() {
-            self.a2c.want = Some((ping_frame(PING_PAYLOAD), None));
+            self.a2c.want = Some(Injection::Ping(ping_frame(PING_PAYLOAD)));
             self.a2c.stop = StopAt::FrameEnd;
         }
         self.ping_outstanding = true;
@@ -280,10 +293,10 @@ impl Relay<'_> {
 
     /// Bounds whatever close is under way by the close timeout.
     fn arm_linger(&mut self) {
-        if !self.timer_is_linger {
+        if !matches!(self.timer, CloseTimer::Linger(_)) {
             self.a2c.stop = StopAt::FrameEnd;
-            self.timer = Some(Box::pin(tokio::time::sleep(self.settings.close_timeout)));
-            self.timer_is_linger = true;
+            self.timer =
+                CloseTimer::Linger(Box::pin(tokio::time::sleep(self.settings.close_timeout)));
         }
     }
 
@@ -424,372 +437,5 @@ impl Relay<'_> {
                 self.arm_linger();
             }
         }
-    }
-}
-
-/// Something a pump needs the connection to decide on.
-#[derive(Debug)]
-enum PumpEvent {
-    /// A close frame from the source (forwarded, or withheld when swallowing).
-    Close(Option<u16>),
-    /// wsdrain's own close frame (with this code) is queued to the destination.
-    Injected(u16),
-    /// wsdrain's own ping is queued to the destination.
-    PingSent,
-    /// A pong answering wsdrain's ping was withheld from the destination.
-    PongSwallowed,
-    /// The source sent a message over the size limit.
-    TooBig,
-    /// The source closed its side.
-    Eof,
-    /// Reading the source failed (reset): treated like EOF.
-    ReadError,
-    /// Writing to the destination failed: it is gone.
-    WriteError,
-}
-
-/// One direction of a relay.
-///
-/// Buffer layout while a buffer is borrowed: `[pos..fwd)` is cleared for writing,
-/// `[fwd..scanned)` was accounted for and is dropped, `[scanned..filled)` waits for
-/// more bytes (an incomplete header or control frame).
-struct Pump {
-    tracker: FrameTracker,
-    buf: Option<Box<[u8]>>,
-    pos: usize,
-    fwd: usize,
-    scanned: usize,
-    filled: usize,
-    /// A frame of wsdrain's own being written.
-    inject: Vec<u8>,
-    inject_pos: usize,
-    /// A control frame of wsdrain's own to write at the next boundary of kind `stop`:
-    /// a close (with its code; the stream ends there) or a ping (no code).
-    want: Option<(Vec<u8>, Option<u16>)>,
-    stop: StopAt,
-    /// Everything from the source is accounted for but no longer written.
-    discard: bool,
-    /// Withhold the next close frame from the source and start discarding.
-    swallow_close: bool,
-    /// Shut the destination's write side once everything queued is written.
-    shutdown_after_flush: bool,
-    read_done: bool,
-    write_done: bool,
-    eof_reported: bool,
-    event: Option<PumpEvent>,
-    /// WebSocket framing; false in TCP mode.
-    framed: bool,
-    /// Bytes arrived from the source since the relay last looked (liveness).
-    got_bytes: bool,
-    /// A protocol violation was logged for this direction already.
-    violation_logged: bool,
-}
-
-impl Pump {
-    fn new(settings: &RelaySettings, early: &[u8], tracker: FrameTracker) -> Self {
-        let mut pump = Pump {
-            tracker,
-            buf: None,
-            pos: 0,
-            fwd: 0,
-            scanned: 0,
-            filled: 0,
-            inject: Vec::new(),
-            inject_pos: 0,
-            want: None,
-            stop: StopAt::Never,
-            discard: false,
-            swallow_close: false,
-            shutdown_after_flush: false,
-            read_done: false,
-            write_done: false,
-            eof_reported: false,
-            event: None,
-            framed: settings.framed,
-            got_bytes: false,
-            violation_logged: false,
-        };
-        if !early.is_empty() {
-            let mut buf = if early.len() <= buffer_pool::BUF_SIZE / 2 {
-                buffer_pool::take()
-            } else {
-                vec![0u8; early.len() + buffer_pool::BUF_SIZE].into_boxed_slice()
-            };
-            buf[..early.len()].copy_from_slice(early);
-            pump.filled = early.len();
-            pump.buf = Some(buf);
-        }
-        pump
-    }
-
-    fn want_inject(&mut self, frame: Vec<u8>, code: u16, stop: StopAt) {
-        self.want = Some((frame, Some(code)));
-        self.stop = stop;
-    }
-
-    /// The destination is gone: stop writing, keep reading to see the source's end.
-    fn abandon(&mut self) {
-        self.write_done = true;
-        self.discard = true;
-        self.want = None;
-    }
-
-    /// The source is taken for dead: stop waiting for its bytes.
-    fn stop_reading(&mut self) {
-        self.read_done = true;
-        self.eof_reported = true;
-    }
-
-    fn finished(&self) -> bool {
-        self.read_done && self.write_done && self.event.is_none()
-    }
-
-    /// Writes what is queued. Ready(Ok) when nothing is left to write.
-    fn poll_flush(
-        &mut self,
-        cx: &mut Context<'_>,
-        dst: &TcpStream,
-        m: &DirectionMetrics,
-    ) -> Poll<io::Result<()>> {
-        if self.write_done {
-            self.pos = self.fwd;
-            self.inject_pos = self.inject.len();
-            return Poll::Ready(Ok(()));
-        }
-        while self.pos < self.fwd {
-            let Some(buf) = self.buf.as_deref() else {
-                break;
-            };
-            ready!(dst.poll_write_ready(cx))?;
-            match dst.try_write(&buf[self.pos..self.fwd]) {
-                Ok(n) => {
-                    self.pos += n;
-                    m.bytes.inc_by(n as u64);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        while self.inject_pos < self.inject.len() {
-            ready!(dst.poll_write_ready(cx))?;
-            match dst.try_write(&self.inject[self.inject_pos..]) {
-                Ok(n) => self.inject_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// After a flush: skips dropped bytes, moves a waiting tail to the front, and gives
-    /// the buffer back when it holds nothing.
-    fn compact(&mut self) {
-        let Some(buf) = self.buf.as_mut() else { return };
-        self.pos = self.scanned;
-        self.fwd = self.scanned;
-        if self.scanned == self.filled {
-            if let Some(b) = self.buf.take() {
-                buffer_pool::give(b);
-            }
-            self.pos = 0;
-            self.fwd = 0;
-            self.scanned = 0;
-            self.filled = 0;
-        } else if self.scanned > 0 {
-            buf.copy_within(self.scanned..self.filled, 0);
-            self.filled -= self.scanned;
-            self.pos = 0;
-            self.fwd = 0;
-            self.scanned = 0;
-        }
-    }
-
-    /// Feeds unscanned bytes to the tracker. True when anything changed.
-    fn scan(&mut self, m: &DirectionMetrics) -> bool {
-        let Some(buf) = self.buf.as_deref() else {
-            return false;
-        };
-        let base = self.scanned;
-        if !self.framed {
-            let progressed = self.filled > base;
-            if !self.discard {
-                self.fwd = self.filled;
-            }
-            self.scanned = self.filled;
-            return progressed;
-        }
-        let stop = if self.want.is_some() && !self.write_done {
-            self.stop
-        } else {
-            StopAt::Never
-        };
-        let feed = self.tracker.feed(&buf[base..self.filled], stop);
-        let end = base + feed.consumed;
-        if self.discard {
-            m.dropped_frames.inc_by(u64::from(feed.data_frames));
-        } else {
-            m.messages.inc_by(u64::from(feed.messages));
-        }
-        if feed.violations > 0 {
-            m.violations.inc_by(u64::from(feed.violations));
-            if !std::mem::replace(&mut self.violation_logged, true) {
-                debug!("relaying a frame that breaks RFC 6455, for the peer to judge");
-            }
-        }
-        match feed.event {
-            Event::Close { start, code } => {
-                if !self.discard {
-                    if self.swallow_close {
-                        self.fwd = base + start;
-                        self.discard = true;
-                    } else {
-                        self.fwd = end;
-                    }
-                }
-                self.event = Some(PumpEvent::Close(code));
-            }
-            Event::TooBig => {
-                if !self.discard {
-                    self.fwd = end;
-                }
-                // Past the offending header only discarding remains; keep parsing.
-                self.tracker.disable_limit();
-                self.event = Some(PumpEvent::TooBig);
-            }
-            Event::Pong { start } => {
-                let ours = control_payload(&buf[base + start..end]) == PING_PAYLOAD;
-                if !self.discard {
-                    self.fwd = if ours { base + start } else { end };
-                }
-                if ours {
-                    self.event = Some(PumpEvent::PongSwallowed);
-                }
-            }
-            Event::Boundary | Event::None => {
-                if !self.discard {
-                    self.fwd = end;
-                }
-            }
-        }
-        self.scanned = end;
-        feed.consumed > 0 || feed.event != Event::None
-    }
-
-    fn poll_pump(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &TcpStream,
-        dst: &TcpStream,
-        m: &DirectionMetrics,
-    ) -> Poll<PumpEvent> {
-        loop {
-            match self.poll_flush(cx, dst, m) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => {
-                    self.write_done = true;
-                    self.discard = true;
-                    self.want = None;
-                    return Poll::Ready(PumpEvent::WriteError);
-                }
-                Poll::Ready(Ok(())) => {}
-            }
-            self.compact();
-            if !self.inject.is_empty() {
-                self.inject = Vec::new();
-                self.inject_pos = 0;
-            }
-            if let Some(ev) = self.event.take() {
-                return Poll::Ready(ev);
-            }
-            if let Some((frame, code)) = self.want.take_if(|_| {
-                !self.write_done
-                    && match self.stop {
-                        StopAt::MessageEnd => self.tracker.at_message_boundary(),
-                        _ => self.tracker.at_frame_boundary(),
-                    }
-            }) {
-                self.inject = frame;
-                self.inject_pos = 0;
-                self.stop = StopAt::Never;
-                self.event = Some(match code {
-                    Some(code) => {
-                        // After our close, nothing more may reach this destination.
-                        self.discard = true;
-                        PumpEvent::Injected(code)
-                    }
-                    None => PumpEvent::PingSent,
-                });
-                continue;
-            }
-            if self.shutdown_after_flush && !self.write_done && self.want.is_none() {
-                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
-                self.write_done = true;
-            }
-            if self.scanned < self.filled && self.scan(m) {
-                continue;
-            }
-            if self.read_done {
-                if !self.eof_reported {
-                    self.eof_reported = true;
-                    return Poll::Ready(PumpEvent::Eof);
-                }
-                return Poll::Pending;
-            }
-            if let Err(_e) = ready!(src.poll_read_ready(cx)) {
-                self.read_done = true;
-                self.eof_reported = true;
-                return Poll::Ready(PumpEvent::ReadError);
-            }
-            let buf = self.buf.get_or_insert_with(buffer_pool::take);
-            if self.filled == buf.len() {
-                // Cannot happen (a waiting tail is at most 139 bytes), but a full buffer
-                // must never turn into a zero-length read that looks like EOF.
-                let mut bigger = vec![0u8; buf.len() * 2].into_boxed_slice();
-                bigger[..buf.len()].copy_from_slice(buf);
-                *buf = bigger;
-            }
-            match read_once(src, &mut buf[self.filled..]) {
-                Ok(0) => self.read_done = true,
-                Ok(n) => {
-                    self.filled += n;
-                    self.got_bytes = true;
-                    self.scan(m);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.filled == 0
-                        && let Some(b) = self.buf.take()
-                    {
-                        buffer_pool::give(b);
-                    }
-                }
-                Err(_) => {
-                    self.read_done = true;
-                    self.eof_reported = true;
-                    return Poll::Ready(PumpEvent::ReadError);
-                }
-            }
-        }
-    }
-}
-
-/// Reads what the socket holds, like `try_read`, except that a short read also clears
-/// tokio's readiness, as `AsyncRead::poll_read` does: the socket is drained, so the next
-/// read waits for epoll instead of costing a `recvfrom` that fails with EAGAIN (a third
-/// of the relay's syscalls on small messages before this).
-fn read_once(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let len = buf.len();
-    let mut got = 0;
-    let result = src.try_io(Interest::READABLE, || {
-        let n = (&*SockRef::from(src)).read(buf)?;
-        got = n;
-        if n > 0 && n < len {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(n)
-        }
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
     }
 }
