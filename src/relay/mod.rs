@@ -187,6 +187,8 @@ impl Relay<'_> {
                     // No message boundary in time: a frame boundary will do.
                     self.a2c.stop = StopAt::FrameEnd;
                     self.arm_linger();
+                    // The linger's Sleep is new: only a poll registers its wake-up.
+                    continue;
                 }
                 None => {}
             }

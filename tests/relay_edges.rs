@@ -1,0 +1,123 @@
+//! Edges of the relay's close choreography and liveness, over real sockets: a real
+//! `wsdrain proxy` process between a raw client and a raw app that the test drives byte
+//! by byte, so each test can stop either side at the exact byte it needs (mid-frame,
+//! between fragments, inside a header). Every wait is bounded.
+
+mod common;
+mod hostile_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hostile_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+/// An app that answers every upgrade with a 101 and hands the raw socket to the test,
+/// which then plays the app frame by frame.
+async fn handover_app() -> (SocketAddr, mpsc::Receiver<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+    let addr = listener.local_addr().expect("app addr");
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // Byte by byte, so frames right behind the head stay in the socket.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let key = text
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    derive_accept_key(key.as_bytes())
+                );
+                if s.write_all(resp.as_bytes()).await.is_ok() {
+                    let _ = tx.send(s).await;
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Opens a client through the proxy and returns (client, app) sockets.
+async fn pair(proxy: &Proxy, apps: &mut mpsc::Receiver<TcpStream>) -> (TcpStream, TcpStream) {
+    let client = raw_ws(proxy.listen, "/").await;
+    let app = timeout(WAIT, apps.recv())
+        .await
+        .expect("the app saw the upgrade in time")
+        .expect("app socket");
+    (client, app)
+}
+
+/// `POST /shed?count=1` on the admin port: one scheduled close, as a drain would send.
+async fn shed_one(proxy: &Proxy) {
+    let resp = http_raw(
+        proxy.admin,
+        b"POST /shed?count=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .expect("shed");
+    assert!(resp.starts_with("HTTP/1.1 202"), "shed refused: {resp}");
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+/// Issue 12 item 3: the app stops in the middle of a frame, so wsdrain's scheduled close
+/// can never be put on the wire. After the message-boundary wait the close timeout must
+/// still end the connection (it used to hang forever: the linger timer was installed
+/// but never polled, so nothing woke the task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_of_an_app_stalled_mid_frame_is_bounded_by_close_timeout() {
+    let (app_addr, mut apps) = handover_app().await;
+    let proxy = Proxy::start(app_addr, &["--drain-window", "0", "--close-timeout", "1s"]).await;
+    let (mut client, mut app) = pair(&proxy, &mut apps).await;
+
+    // A binary frame announcing 1000 bytes, 10 of them sent, then silence.
+    let mut partial = vec![0x82, 0x7e, 0x03, 0xe8];
+    partial.extend_from_slice(&[7u8; 10]);
+    app.write_all(&partial).await.expect("app writes");
+    let mut got = [0u8; 14];
+    timeout(WAIT, client.read_exact(&mut got))
+        .await
+        .expect("the partial frame reached the client in time")
+        .expect("read");
+    assert_eq!(&got[..], &partial[..]);
+
+    shed_one(&proxy).await;
+    let t0 = Instant::now();
+    assert!(
+        closed_within(&mut client, Duration::from_secs(5)).await,
+        "the connection was still open 5 s after a close with --close-timeout 1s"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed after {took:?}, before the close timeout: the frame was cut"
+    );
+    assert_eq!(proxy.errors("close_timeout").await, 1);
+    proxy.wait_active(0).await;
+    drop(app);
+}
