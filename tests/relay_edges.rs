@@ -6,7 +6,9 @@
 mod common;
 mod hostile_support;
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hostile_support::*;
@@ -120,4 +122,34 @@ async fn close_of_an_app_stalled_mid_frame_is_bounded_by_close_timeout() {
     assert_eq!(proxy.errors("close_timeout").await, 1);
     proxy.wait_active(0).await;
     drop(app);
+}
+
+/// Issue 12 item 8: `--log-format text` to a pipe (kubectl logs, files) carries no ANSI
+/// colour codes; they are for terminals only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    let (app_addr, _seen) = start_app().await;
+    let (mut child, _listen, _admin) = common::spawn_proxy(common::Launch {
+        upstream: app_addr,
+        extra: &["--log-format", "text"],
+        log_level: "info",
+        nofile: None,
+        stderr: Stdio::piped(),
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr pipe")
+        .read_to_string(&mut log)
+        .expect("read the log");
+    assert!(log.contains("INFO"), "no info line logged: {log:?}");
+    assert!(
+        !log.contains("\x1b["),
+        "colour codes in a piped log: {:?}",
+        log.lines().next()
+    );
 }
