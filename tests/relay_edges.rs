@@ -124,6 +124,133 @@ async fn close_of_an_app_stalled_mid_frame_is_bounded_by_close_timeout() {
     drop(app);
 }
 
+/// Issue 12 item 4: the app closes while wsdrain's scheduled close waits for the end of
+/// a fragmented message. The app's close was first, so it is the only close the client
+/// gets, and the client's reply reaches the app (it used to be followed by wsdrain's
+/// 1012 ~200 ms later, the client's reply swallowed and the app sent 1001 instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_close_during_the_boundary_wait_is_the_only_close() {
+    let (app_addr, mut apps) = handover_app().await;
+    let proxy = Proxy::start(app_addr, &["--drain-window", "0", "--close-timeout", "3s"]).await;
+    let (mut client, mut app) = pair(&proxy, &mut apps).await;
+
+    app.write_all(&frame(false, 1, b"part-", None))
+        .await
+        .expect("app writes");
+    let f = timeout(WAIT, read_frame(&mut client))
+        .await
+        .expect("first fragment in time")
+        .expect("frame");
+    assert_eq!((f.fin, f.opcode), (false, 1));
+
+    shed_one(&proxy).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The close is a control frame: allowed between fragments (RFC 6455 §5.4).
+    app.write_all(&frame(true, 8, &close_payload(1000, "app bye"), None))
+        .await
+        .expect("app closes");
+    let f = timeout(WAIT, read_frame(&mut client))
+        .await
+        .expect("the app's close in time")
+        .expect("frame");
+    assert_eq!((f.opcode, f.close_code()), (8, Some(1000)));
+
+    // Well past the 200 ms boundary wait: nothing more may come before the reply.
+    match timeout(Duration::from_millis(600), read_frame(&mut client)).await {
+        Err(_) => {}
+        Ok(Ok(f)) => panic!(
+            "a second frame after the app's close: opcode {} code {:?} payload {:?}",
+            f.opcode,
+            f.close_code(),
+            String::from_utf8_lossy(&f.payload)
+        ),
+        Ok(Err(e)) => panic!("connection ended before the client could answer: {e}"),
+    }
+    client
+        .write_all(&frame(true, 8, &close_payload(1000, ""), MASK))
+        .await
+        .expect("client answers");
+    let f = timeout(WAIT, read_frame(&mut app))
+        .await
+        .expect("the client's reply reached the app in time")
+        .expect("frame");
+    assert_eq!(
+        (f.opcode, f.close_code()),
+        (8, Some(1000)),
+        "the app must get the client's reply, not a close of wsdrain's own"
+    );
+    drop(app);
+    assert!(closed_within(&mut client, WAIT).await, "client not closed");
+    drop(client);
+    proxy.wait_active(0).await;
+    assert_eq!(
+        proxy
+            .metric("websocket_close_total{code=\"1000\",initiator=\"app\"}")
+            .await,
+        1
+    );
+    assert_eq!(proxy.errors("close_timeout").await, 0);
+}
+
+/// The mirror of the test above: the client closes while the scheduled close waits for
+/// the app's fragmented message to end. The app's reply is the one close the client gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_close_during_the_boundary_wait_gets_only_the_apps_reply() {
+    let (app_addr, mut apps) = handover_app().await;
+    let proxy = Proxy::start(app_addr, &["--drain-window", "0", "--close-timeout", "3s"]).await;
+    let (mut client, mut app) = pair(&proxy, &mut apps).await;
+
+    app.write_all(&frame(false, 2, b"part-", None))
+        .await
+        .expect("app writes");
+    let f = timeout(WAIT, read_frame(&mut client))
+        .await
+        .expect("first fragment in time")
+        .expect("frame");
+    assert_eq!((f.fin, f.opcode), (false, 2));
+
+    shed_one(&proxy).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client
+        .write_all(&frame(true, 8, &close_payload(1000, "client bye"), MASK))
+        .await
+        .expect("client closes");
+    let f = timeout(WAIT, read_frame(&mut app))
+        .await
+        .expect("the client's close reached the app in time")
+        .expect("frame");
+    assert_eq!((f.opcode, f.close_code()), (8, Some(1000)));
+    // The app answers only after the boundary wait is over.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.write_all(&frame(true, 8, &close_payload(1000, "app reply"), None))
+        .await
+        .expect("app answers");
+    let f = timeout(WAIT, read_frame(&mut client))
+        .await
+        .expect("a close in time")
+        .expect("frame");
+    assert_eq!(
+        (
+            f.opcode,
+            f.close_code(),
+            String::from_utf8_lossy(&f.payload[2..]).into_owned()
+        ),
+        (8, Some(1000), "app reply".to_string()),
+        "the client must get the app's reply as its only close"
+    );
+    drop(app);
+    match timeout(WAIT, read_frame(&mut client)).await {
+        Ok(Ok(f)) => panic!(
+            "a second close to the client: opcode {} code {:?}",
+            f.opcode,
+            f.close_code()
+        ),
+        Ok(Err(_)) => {}
+        Err(_) => panic!("client not closed"),
+    }
+    proxy.wait_active(0).await;
+}
+
 /// Issue 12 item 8: `--log-format text` to a pipe (kubectl logs, files) carries no ANSI
 /// colour codes; they are for terminals only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,6 +340,9 @@ impl Relay<'_> {
                     // The app's reply to our close: the app side may end now.
                     self.c2a.shutdown_after_flush = true;
                 } else {
+                    // The app's close is the one close the client gets (RFC 6455 §5.5.1):
+                    // a close or ping of ours still waiting for a boundary is dropped.
+                    self.a2c.want = None;
                     self.client_close_sent = true;
                     self.record_close(code, "app");
                 }
@@ -402,6 +405,10 @@ impl Relay<'_> {
                         self.a2c.shutdown_after_flush = true;
                     }
                 } else {
+                    // The client's close is the one close the app gets, and the app's
+                    // reply is the one the client gets: nothing of ours is still due.
+                    self.c2a.want = None;
+                    self.a2c.want = None;
                     self.app_close_sent = true;
                     self.record_close(code, "client");
                 }
