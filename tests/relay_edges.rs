@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hostile_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -249,6 +249,116 @@ async fn client_close_during_the_boundary_wait_gets_only_the_apps_reply() {
         Err(_) => panic!("client not closed"),
     }
     proxy.wait_active(0).await;
+}
+
+/// Issue 12 item 5: a client reading one large frame slowly is alive; wsdrain's ping
+/// waits behind the frame, and the ping timeout only starts once the ping is written.
+/// (It used to start when the ping was queued, so the client was cut mid-frame without
+/// ever having been pinged.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_of_a_large_frame_is_pinged_after_it_not_cut() {
+    let (app_addr, mut apps) = handover_app().await;
+    let proxy = Proxy::start(
+        app_addr,
+        &[
+            "--ping-interval",
+            "300ms",
+            "--ping-timeout",
+            "3s",
+            "--close-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    // A fixed receive buffer keeps the client's reading pace the pace of the transfer.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let mut client = socket.connect(proxy.listen).await.expect("connect");
+    upgrade(&mut client).await;
+    let mut app = timeout(WAIT, apps.recv())
+        .await
+        .expect("app in time")
+        .expect("app socket");
+
+    // Larger than what the kernel buffers between wsdrain and the client can hold (a
+    // few MiB), so wsdrain's own ping waits behind the frame for seconds.
+    const SIZE: usize = 32 << 20;
+    let big = frame(true, 2, &vec![0x5a; SIZE], None);
+    let total = big.len();
+    let writer = tokio::spawn(async move {
+        app.write_all(&big).await.expect("app writes the frame");
+        app
+    });
+    // At most 64 KiB per 10 ms: 32 MiB take over 5 s, well past the 3 s ping timeout
+    // counted from the first ping's queueing (300 ms in), while ~4 MiB of kernel buffer
+    // behind the ping take the client under a second.
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while got < total {
+        let want = chunk.len().min(total - got);
+        match timeout(WAIT, client.read(&mut chunk[..want])).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!(
+                "cut after {got} of {total} bytes, {:?} into the frame",
+                t0.elapsed()
+            ),
+            Ok(Ok(n)) => {
+                if got == 0 {
+                    assert_eq!(&chunk[..2], &[0x82, 127], "a binary frame, 64-bit length");
+                }
+                got += n;
+            }
+            Err(_) => panic!("stalled after {got} of {total} bytes"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        t0.elapsed() > Duration::from_secs(4),
+        "read in {:?}: too fast to test",
+        t0.elapsed()
+    );
+    let f = timeout(WAIT, read_frame(&mut client))
+        .await
+        .expect("a ping after the frame")
+        .expect("frame");
+    assert_eq!((f.opcode, &f.payload[..]), (9, &b"wsdrain"[..]));
+    client
+        .write_all(&frame(true, 10, &f.payload, MASK))
+        .await
+        .expect("pong");
+    client
+        .write_all(&client_text("still here"))
+        .await
+        .expect("text");
+    let mut app = timeout(WAIT, writer).await.expect("writer").expect("app");
+    let f = timeout(WAIT, read_frame(&mut app))
+        .await
+        .expect("the text reached the app")
+        .expect("frame");
+    assert_eq!(
+        (f.opcode, &f.payload[..]),
+        (1, &b"still here"[..]),
+        "the pong answering wsdrain's ping is not the app's business"
+    );
+    assert_eq!(proxy.errors("ping_timeout").await, 0);
+}
+
+/// The upgrade request on an already connected socket, up to the 101.
+async fn upgrade(s: &mut TcpStream) {
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match timeout(WAIT, s.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            other => panic!("no 101 ({other:?}): {}", String::from_utf8_lossy(&head)),
+        }
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "no 101");
 }
 
 /// Issue 12 item 8: `--log-format text` to a pipe (kubectl logs, files) carries no ANSI

@@ -152,7 +152,8 @@ struct Relay<'a> {
     settings: &'a RelaySettings,
     metrics: &'a Metrics,
     timer: CloseTimer,
-    /// Liveness: fires after `ping_interval` of client silence, then `ping_timeout`.
+    /// Liveness: fires after `ping_interval` of client silence, then `ping_timeout` after
+    /// the ping was written (none while the ping waits for a frame boundary).
     ping_timer: Option<Pin<Box<Sleep>>>,
     ping_outstanding: bool,
     close_requested: bool,
@@ -243,7 +244,8 @@ impl Relay<'_> {
     }
 
     /// Liveness: a client silent for `ping_interval` gets a ping; one still silent
-    /// `ping_timeout` later is taken for dead (paused, or gone without a FIN).
+    /// `ping_timeout` after that ping was written is taken for dead (paused, or gone
+    /// without a FIN).
     fn on_ping_timer(&mut self) {
         let closing = self.client_close_sent || self.client_close_recv || self.a2c.write_done;
         if closing {
@@ -267,12 +269,18 @@ impl Relay<'_> {
             self.arm_linger();
             return;
         }
-        if self.a2c.want.is_none() {
-            self.a2c.want = Some(Injection::Ping(ping_frame(PING_PAYLOAD)));
-            self.a2c.stop = StopAt::FrameEnd;
+        if self.a2c.want.is_some() {
+            // A close of ours waits for a boundary: it ends the connection, under its
+            // own timers. No ping, so no ping timeout.
+            self.ping_timer = rearm(self.settings.ping_interval);
+            return;
         }
+        // The ping may wait behind a large frame the client is still reading: the
+        // timeout starts once it is written (PumpEvent::PingSent), not now.
+        self.a2c.want = Some(Injection::Ping(ping_frame(PING_PAYLOAD)));
+        self.a2c.stop = StopAt::FrameEnd;
         self.ping_outstanding = true;
-        self.ping_timer = rearm(self.settings.ping_timeout);
+        self.ping_timer = None;
     }
 
     /// `--mode tcp`: half-closes are passed on; a broken side ends the other.
@@ -333,7 +341,13 @@ impl Relay<'_> {
             return self.on_tcp_event(true, ev);
         }
         match ev {
-            PumpEvent::PingSent | PumpEvent::PongSwallowed => {}
+            PumpEvent::PingSent => {
+                if self.ping_outstanding {
+                    self.ping_timer =
+                        Some(Box::pin(tokio::time::sleep(self.settings.ping_timeout)));
+                }
+            }
+            PumpEvent::PongSwallowed => {}
             PumpEvent::Close(code) => {
                 self.app_close_recv = true;
                 if self.a2c.discard {

@@ -27,9 +27,9 @@ use crate::metrics::DirectionMetrics;
 pub(super) enum PumpEvent {
     /// A close frame from the source (forwarded, or withheld when swallowing).
     Close(Option<u16>),
-    /// wsdrain's own close frame (with this code) is queued to the destination.
+    /// wsdrain's own close frame (with this code) has been written to the destination.
     Injected(u16),
-    /// wsdrain's own ping is queued to the destination.
+    /// wsdrain's own ping has been written to the destination socket.
     PingSent,
     /// A pong answering wsdrain's ping was withheld from the destination.
     PongSwallowed,
