@@ -64,6 +64,8 @@ pub struct Metrics {
     /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last attempt. Fed by
     /// `/readyz` and by real connections, so wsdrain adds no probes of its own.
     pub upstream_up: IntGauge,
+    /// `wsdrain_relay_buffers_in_use`: read buffers borrowed by relays (0 when all idle).
+    pub relay_buffers: IntGauge,
 }
 
 impl Metrics {
@@ -200,6 +202,12 @@ impl Metrics {
         )
         .expect("valid metric");
         reg(Box::new(upstream_up.clone()));
+        let relay_buffers = IntGauge::new(
+            "wsdrain_relay_buffers_in_use",
+            "Read buffers currently borrowed by relays; idle connections hold none.",
+        )
+        .expect("valid metric");
+        reg(Box::new(relay_buffers.clone()));
         #[cfg(target_os = "linux")]
         reg(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -229,6 +237,7 @@ impl Metrics {
             rebalanced,
             max_connections,
             upstream_up,
+            relay_buffers,
         }
     }
 
@@ -246,6 +255,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.relay_buffers.set(crate::buffer_pool::in_use());
         let mut out = Vec::with_capacity(8192);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -50,7 +50,7 @@ pub(super) enum PumpEvent {
 /// more bytes (an incomplete header or control frame).
 pub(super) struct Pump {
     pub(super) tracker: FrameTracker,
-    buf: Option<Box<[u8]>>,
+    buf: Option<buffer_pool::Buf>,
     pos: usize,
     fwd: usize,
     scanned: usize,
@@ -113,11 +113,7 @@ impl Pump {
             violation_logged: false,
         };
         if !early.is_empty() {
-            let mut buf = if early.len() <= buffer_pool::BUF_SIZE / 2 {
-                buffer_pool::take()
-            } else {
-                vec![0u8; early.len() + buffer_pool::BUF_SIZE].into_boxed_slice()
-            };
+            let mut buf = buffer_pool::take_at_least(early.len());
             buf[..early.len()].copy_from_slice(early);
             pump.filled = early.len();
             pump.buf = Some(buf);
@@ -351,9 +347,7 @@ impl Pump {
             if self.filled == buf.len() {
                 // Cannot happen (a waiting tail is at most 139 bytes), but a full buffer
                 // must never turn into a zero-length read that looks like EOF.
-                let mut bigger = vec![0u8; buf.len() * 2].into_boxed_slice();
-                bigger[..buf.len()].copy_from_slice(buf);
-                *buf = bigger;
+                buf.grow();
             }
             match read_once(src, &mut buf[self.filled..]) {
                 Ok(0) => self.read_done = true,
