@@ -34,6 +34,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let upstream = shared.opts.upstream;
     let (mut parts, body) = req.into_parts();
+    headers::to_origin_form(&mut parts.uri, &mut parts.headers);
     let path = parts
         .uri
         .path_and_query()
