@@ -5,8 +5,9 @@
 //! drain and answers only when it is over: what a kubelet `httpGet` preStop hook calls,
 //! so the app container outlives every client), `POST /shed?count=N` (closes N
 //! connections over the drain window). State-changing endpoints require
-//! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
-//! every such request, so a rotated token takes effect without a restart.
+//! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is checked
+//! on every such request (`admin_token`: cached, re-read when it changed), so a rotated
+//! token takes effect without a restart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -162,10 +163,9 @@ fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Respons
     let Some(path) = &shared.opts.admin_token_file else {
         return Ok(());
     };
-    let expected = match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) | Err(_) => {
-            warn!(path = %path.display(), "admin token file is unreadable or empty; refusing");
+    let expected = match crate::admin_token::expected(path) {
+        Ok(t) => t,
+        Err(_) => {
             return Err(Box::new(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "admin token file is unreadable or empty",

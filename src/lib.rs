@@ -4,6 +4,7 @@
 //! named for the one thing it does.
 
 pub mod admin;
+pub mod admin_token;
 pub mod body;
 pub mod buffer_pool;
 pub mod cli;
