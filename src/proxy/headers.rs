@@ -106,8 +106,10 @@ fn strip_hop_by_hop_except(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -
 /// absolute-form target (`GET http://host/ws`) also replaces `Host` with its authority,
 /// as RFC 9112 §3.2.2 requires of a server and of a proxy forwarding it.
 pub fn to_origin_form(uri: &mut Uri, headers: &mut HeaderMap) {
+    // Host is the authority without any userinfo (RFC 9110 §7.2).
     if let Some(authority) = uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        && let Some(host) = authority.as_str().rsplit('@').next()
+        && let Ok(host) = HeaderValue::from_str(host)
     {
         headers.insert(HOST, host);
     }
@@ -144,4 +146,36 @@ pub fn is_websocket_switch<B>(resp: &Response<B>) -> bool {
             .to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
         && has_token(resp.headers(), &CONNECTION, "upgrade")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(target: &str, host: &str) -> (String, String) {
+        let mut uri: Uri = target.parse().expect("uri");
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_str(host).expect("host"));
+        to_origin_form(&mut uri, &mut headers);
+        let host = headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (uri.to_string(), host)
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_host_from_the_authority() {
+        assert_eq!(
+            origin("http://other:8080/ws?a=1", "sent"),
+            ("/ws?a=1".into(), "other:8080".into())
+        );
+        assert_eq!(
+            origin("http://user:pw@other/x", "sent"),
+            ("/x".into(), "other".into())
+        );
+        assert_eq!(origin("http://other", "sent"), ("/".into(), "other".into()));
+        assert_eq!(origin("/ws", "sent"), ("/ws".into(), "sent".into()));
+    }
 }
