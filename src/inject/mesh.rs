@@ -17,7 +17,7 @@
 use serde_json::{Map, Value, json};
 
 use super::settings::format_duration;
-use crate::cli::parse_duration;
+use crate::values::parse_duration;
 
 /// Seconds a mesh proxy waits beyond the drain bound.
 pub const MESH_MARGIN_SECS: u64 = 5;

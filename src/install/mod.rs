@@ -29,22 +29,6 @@ pub const TLS_SECRET: &str = "wsdrain-webhook-tls";
 /// Port the webhook serves HTTPS (and `/metrics`) on in its pod.
 pub const WEBHOOK_PORT: u16 = 9443;
 
-/// A namespace name: an RFC 1123 label (what Kubernetes accepts).
-pub fn parse_namespace(raw: &str) -> Result<String, String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= 63
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !raw.starts_with('-')
-        && !raw.ends_with('-');
-    if ok {
-        Ok(raw.to_string())
-    } else {
-        Err("expected a namespace name: at most 63 lowercase letters, digits and '-'".into())
-    }
-}
-
 /// Runs `wsdrain install`: the manifests on stdout.
 pub fn run(opts: &InstallOptions) -> anyhow::Result<()> {
     let text = render(opts)?;

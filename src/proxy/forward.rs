@@ -6,11 +6,14 @@
 //!
 //! A pooled connection the app closes while idle races with the next request written
 //! onto it. A bodiless idempotent request (GET, HEAD, OPTIONS, TRACE) that fails that way
-//! is sent once more on a fresh connection, as RFC 9112 §9.3.1 allows, instead of
-//! becoming a 502 from a healthy app.
+//! (closed or reset before any answer, see `closed_before_answer`) is sent once more on
+//! a fresh connection, as RFC 9112 §9.3.1 allows, instead of becoming a 502 from a
+//! healthy app. Any other failure (refused, timed out, an unparsable answer) is not
+//! retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -21,19 +24,40 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::{Shared, headers};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::headers;
 use crate::body::{Body, empty, plain};
 use crate::log_limit::LogLimit;
+use crate::metrics::ErrorKind;
 use crate::sockets;
+use crate::state::{Settings, Sidecar};
+
+/// The keep-alive client plain requests share, one per proxy.
+pub type PooledClient = Client<HttpConnector, Body>;
+
+/// Builds the pooled client: no delay, the connect timeout, idle connections kept 30 s.
+pub fn pooled_client(settings: &Settings) -> PooledClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
 
 /// Forwards one request from `peer` to the app.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
+    client: &PooledClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let upstream = shared.opts.upstream;
+    let upstream = shared.settings.upstream;
     let (mut parts, body) = req.into_parts();
+    headers::to_origin_form(&mut parts.uri, &mut parts.headers);
     let path = parts
         .uri
         .path_and_query()
@@ -48,19 +72,17 @@ pub async fn handle(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer);
     let retry = (body.is_end_stream() && is_idempotent(&parts.method)).then(|| replay_of(&parts));
-    let first = shared
-        .client
-        .request(Request::from_parts(parts, body.boxed()));
+    let first = client.request(Request::from_parts(parts, body.boxed()));
     let request = async {
         match (first.await, retry) {
-            (Err(e), Some(again)) if !e.is_connect() => {
-                tracing::debug!(error = %e, "pooled connection failed; retrying the idempotent request once on a fresh one");
+            (Err(e), Some(again)) if closed_before_answer(&e) => {
+                tracing::debug!(error = %e, "pooled connection closed before an answer; retrying the idempotent request once on a fresh one");
                 send_on_fresh_connection(&shared, again).await
             }
-            (result, _) => result.map_err(Retry::Pooled),
+            (result, _) => result.map_err(ForwardError::Pooled),
         }
     };
-    let mut resp = match timeout(shared.opts.response_timeout, request).await {
+    let mut resp = match timeout(shared.settings.response_timeout, request).await {
         Ok(Ok(resp)) => {
             shared.metrics.upstream_up.set(1);
             resp.map(|b| b.boxed())
@@ -70,7 +92,7 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, error = %e, folded, "plain HTTP request to the app failed");
             }
-            shared.metrics.error("upstream_http");
+            shared.metrics.error(ErrorKind::UpstreamHttp);
             if e.is_connect() {
                 shared.metrics.upstream_up.set(0);
             }
@@ -86,7 +108,7 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, folded, "the app did not answer a plain HTTP request in time");
             }
-            shared.metrics.error("upstream_timeout");
+            shared.metrics.error(ErrorKind::UpstreamTimeout);
             let resp = plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer within --response-timeout"),
@@ -111,29 +133,64 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Why a plain request failed: on the pooled client, or on the fresh retry connection.
-enum Retry {
+/// The one error class a pooled request is retried on (RFC 9112 §9.3.1): the pooled
+/// connection was closed or reset under the request before any answer came (hyper:
+/// canceled, or "connection closed before message completed"; or a reset / broken pipe
+/// while writing). A refused connection, a timeout, or an answer hyper could not parse
+/// is something else: the app is unreachable or broken, and sending the request again
+/// would only repeat it.
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_connect() {
+        return false;
+    }
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_incomplete_message() {
+                return true;
+            }
+            if h.is_parse() || h.is_parse_status() || h.is_timeout() || h.is_user() {
+                return false;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Why a plain request failed: on the pooled client, or on the fresh connection of the
+/// one retry. An error type (not a retry policy): it carries what the 502 says.
+enum ForwardError {
     Pooled(hyper_util::client::legacy::Error),
     Fresh(String),
 }
 
-impl Retry {
+impl ForwardError {
     fn is_connect(&self) -> bool {
         match self {
-            Retry::Pooled(e) => e.is_connect(),
-            Retry::Fresh(_) => false,
+            ForwardError::Pooled(e) => e.is_connect(),
+            ForwardError::Fresh(_) => false,
         }
     }
 
     fn reason(&self) -> String {
         match self {
-            Retry::Pooled(e) => error_chain(e),
-            Retry::Fresh(why) => why.clone(),
+            ForwardError::Pooled(e) => error_chain(e),
+            ForwardError::Fresh(why) => why.clone(),
         }
     }
 }
 
-impl std::fmt::Display for Retry {
+impl std::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reason())
     }
@@ -141,21 +198,21 @@ impl std::fmt::Display for Retry {
 
 /// Sends `req` over a new connection of its own (not the pool), for the one retry.
 async fn send_on_fresh_connection(
-    shared: &Shared,
+    shared: &Sidecar,
     req: Request<Body>,
-) -> Result<Response<Incoming>, Retry> {
-    let stream = TcpStream::connect(shared.opts.upstream)
+) -> Result<Response<Incoming>, ForwardError> {
+    let stream = TcpStream::connect(shared.settings.upstream)
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))?;
-    sockets::tune(&stream, shared.opts.tcp_keepalive);
+        .map_err(|e| ForwardError::Fresh(e.to_string()))?;
+    sockets::tune(&stream, shared.settings.tcp_keepalive);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))?;
+        .map_err(|e| ForwardError::Fresh(e.to_string()))?;
     tokio::spawn(conn);
     sender
         .send_request(req)
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))
+        .map_err(|e| ForwardError::Fresh(e.to_string()))
 }
 
 /// The same bodiless request again (method, target, version, headers), in origin form
@@ -173,7 +230,7 @@ fn replay_of(parts: &http::request::Parts) -> Request<Body> {
     req
 }
 
-fn count(shared: &Shared, status: StatusCode) {
+fn count(shared: &Sidecar, status: StatusCode) {
     let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

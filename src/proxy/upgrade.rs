@@ -1,16 +1,20 @@
-//! The WebSocket upgrade path: forward the handshake to the app unchanged, hand the
-//! app's answer back as it is, and after a 101 start the relay on the raw sockets.
+//! The WebSocket upgrade path: forward the handshake to the app, hand the app's answer
+//! back as it is, and after a 101 that switches to WebSocket start the relay on the raw
+//! sockets.
 //!
 //! The handshake is relayed, not re-done: subprotocols, extensions (permessage-deflate),
 //! cookies and auth headers stay end-to-end, and a 401 or 404 from the app reaches the
-//! client untouched. Limits are checked before the app is contacted.
+//! client untouched. Limits are checked before the app is contacted. The request is
+//! forwarded as strictly as a plain one: origin form, hop-by-hop headers removed, and
+//! the app offered `websocket` alone (`headers::prepare_upgrade`). A 101 that does not
+//! switch to `websocket` gets the client a 502: only WebSocket bytes are ever framed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1 as client_http1;
-use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER, UPGRADE};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
@@ -18,50 +22,61 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::{ClientAddrs, Shared, headers};
+use super::headers;
 use crate::body::{Body, empty, plain};
-use crate::connections::Registration;
+use crate::conn::{ClientAddrs, connect_app, relay_connection};
+use crate::connections::{Refused, Registration};
 use crate::log_limit::LogLimit;
+use crate::metrics::{ErrorKind, Rejection};
+use crate::state::Sidecar;
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     mut req: Request<Incoming>,
     client: ClientAddrs,
     id: u64,
 ) -> Response<Body> {
     let m = &shared.metrics;
-    if shared.drain.rejects_upgrades() {
-        m.upgrades_rejected.with_label_values(&["draining"]).inc();
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wsdrain: this pod is draining; reconnect to another one",
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return resp;
-    }
-    let max = shared.opts.max_connections as usize;
-    let Some(registration) = shared.connections.register(id, max) else {
-        m.upgrades_rejected
-            .with_label_values(&["max_connections"])
-            .inc();
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("wsdrain: connection limit ({max}) reached"),
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return resp;
+    // Registered before the app is contacted, under the registry's lock: refused here
+    // once the drain has sealed it, else in the drain's list.
+    let registration = match shared
+        .connections
+        .register(id, shared.settings.max_connections)
+    {
+        Ok(registration) => registration,
+        Err(Refused::Sealed) => {
+            m.rejected(Rejection::Draining);
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wsdrain: this pod is draining; reconnect to another one",
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        Err(Refused::Full) => {
+            m.rejected(Rejection::MaxConnections);
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "wsdrain: connection limit ({}) reached",
+                    shared.settings.max_connections
+                ),
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
 
-    let upstream = shared.opts.upstream;
-    let stream = match shared.connect_app(client).await {
+    let upstream = shared.settings.upstream;
+    let stream = match connect_app(&shared, client).await {
         Ok(s) => s,
-        Err(why) => return upstream_failed(&shared, "upstream_connect", why),
+        Err(why) => return upstream_failed(&shared, ErrorKind::UpstreamConnect, why),
     };
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
@@ -72,7 +87,7 @@ pub async fn handle(
         Err(e) => {
             return upstream_failed(
                 &shared,
-                "upstream_connect",
+                ErrorKind::UpstreamConnect,
                 format!("handshake failed: {e}"),
             );
         }
@@ -84,10 +99,11 @@ pub async fn handle(
     });
 
     let (mut parts, body) = req.into_parts();
+    headers::prepare_upgrade(&mut parts);
     headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, body.boxed());
     let mut resp = match timeout(
-        shared.opts.handshake_timeout,
+        shared.settings.handshake_timeout,
         sender.send_request(upstream_req),
     )
     .await
@@ -96,15 +112,13 @@ pub async fn handle(
         Ok(Err(e)) => {
             return upstream_failed(
                 &shared,
-                "upstream_handshake",
+                ErrorKind::UpstreamHandshake,
                 format!("failed during the handshake: {e}"),
             );
         }
         Err(_) => {
-            m.upgrades_rejected
-                .with_label_values(&["upstream_timeout"])
-                .inc();
-            m.error("upstream_timeout");
+            m.rejected(Rejection::UpstreamTimeout);
+            m.error(ErrorKind::UpstreamTimeout);
             return plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer the upgrade in time"),
@@ -115,8 +129,11 @@ pub async fn handle(
         // 401, 404, 426...: the app's answer, as it is; counted so that failed upgrades
         // are visible next to wsdrain's own refusals.
         debug!(status = %resp.status(), "app refused the upgrade");
-        m.upgrades_rejected.with_label_values(&["app"]).inc();
+        m.rejected(Rejection::App);
         return resp.map(|b| b.boxed());
+    }
+    if !headers::is_websocket_switch(&resp) {
+        return not_websocket(&shared, &resp);
     }
     let app_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
@@ -129,21 +146,47 @@ pub async fn handle(
 
 /// 502 for an upgrade the app could not take: `kind` is `upstream_connect` (no TCP
 /// connection) or `upstream_handshake` (connected, then reset or closed before answering).
-fn upstream_failed(shared: &Shared, kind: &'static str, why: String) -> Response<Body> {
-    let upstream = shared.opts.upstream;
+fn upstream_failed(shared: &Sidecar, kind: ErrorKind, why: String) -> Response<Body> {
+    let upstream = shared.settings.upstream;
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(folded) = LIMIT.allow() {
         warn!(%upstream, folded, "upgrade refused: upstream {why}");
     }
-    shared
-        .metrics
-        .upgrades_rejected
-        .with_label_values(&["upstream_unavailable"])
-        .inc();
+    shared.metrics.rejected(Rejection::UpstreamUnavailable);
     shared.metrics.error(kind);
     plain(
         StatusCode::BAD_GATEWAY,
         format!("wsdrain: upstream {upstream} {why}"),
+    )
+}
+
+/// 502 for a 101 that does not switch to WebSocket (`Upgrade: h2c`, or no `Upgrade`
+/// at all). wsdrain only ever relays WebSocket: another protocol would be parsed as
+/// frames and could get a close frame injected at a drain. The app's connection is
+/// dropped with the answer; the client's stays HTTP/1.1.
+fn not_websocket(shared: &Sidecar, resp: &Response<Incoming>) -> Response<Body> {
+    static LIMIT: LogLimit = LogLimit::new();
+    let upgrade = resp
+        .headers()
+        .get(UPGRADE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if let Some(folded) = LIMIT.allow() {
+        warn!(
+            upstream = %shared.settings.upstream,
+            %upgrade,
+            folded,
+            "the app answered 101 without switching to websocket; refused"
+        );
+    }
+    shared.metrics.rejected(Rejection::App);
+    shared.metrics.error(ErrorKind::UpstreamHandshake);
+    plain(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "wsdrain: upstream {} answered 101 without switching to websocket (Upgrade: {upgrade:?})",
+            shared.settings.upstream
+        ),
     )
 }
 
@@ -154,7 +197,7 @@ fn raw_parts(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
 }
 
 async fn relay_when_upgraded(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     registration: Registration,
     client: OnUpgrade,
     app: OnUpgrade,
@@ -176,5 +219,5 @@ async fn relay_when_upgraded(
         warn!("upgraded connection is not a TCP stream");
         return;
     };
-    super::relay_connection(&shared, registration, client, client_early, app, app_early).await;
+    relay_connection(&shared, registration, client, client_early, app, app_early).await;
 }

@@ -837,10 +837,10 @@ def live():
                 assert http_get(f"http://127.0.0.1:{lv.b_listen}/health")[0] == 502
 
         fail_round(1)
-        lv.wait_value('wsdrain_upgrades_rejected_total', lambda g: len(g) >= 2)
+        lv.wait_value('sum by (pod) (wsdrain_upgrades_rejected_total)', lambda g: len(g) >= 2)
         time.sleep(1.5)
         fail_round(3)
-        lv.wait_value('wsdrain_upgrades_rejected_total', lambda g: g.get(POD_A) == 4
+        lv.wait_value('sum by (pod) (wsdrain_upgrades_rejected_total)', lambda g: g.get(POD_A) == 4
                       and g.get(POD_B) == 4)
         time.sleep(1.5)
         yield lv
