@@ -248,13 +248,11 @@ fn harness() -> &'static Harness {
         let wsdrain::cli::Command::Proxy(opts) = cli.command else {
             unreachable!()
         };
-        let metrics = wsdrain::metrics::Metrics::new();
-        let drain = std::sync::Arc::new(wsdrain::drain::Drain::default());
-        let shared = wsdrain::proxy::Shared::new(opts, metrics, drain);
+        let sidecar = wsdrain::state::Sidecar::new(&opts);
         let listener = rt
             .block_on(async { tokio::net::TcpListener::bind(listen).await })
             .unwrap();
-        rt.spawn(wsdrain::proxy::serve(shared, listener));
+        rt.spawn(wsdrain::proxy::serve(sidecar, listener));
         Harness {
             proxy: listen,
             _rt: rt,
