@@ -1,0 +1,108 @@
+// Clients that honour wsdrain's hint, driven through a real drain into a neighbour pod:
+// the helper's ReconnectingSocket (with the global WebSocket and with `ws`) and
+// partysocket with the recipe from the README. Every client must reconnect no earlier
+// than its hint and within 100 ms after it, and no message may be lost across the move.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import WS from "ws";
+import { openFeed } from "../examples/browser.js";
+import { openPartySocket } from "../examples/partysocket.js";
+import { parseHint } from "wsdrain-hint";
+import { sleep, startApp, startPod, waitFor } from "./harness.js";
+
+const CLIENTS = 30;
+const JITTER_MS = 1000;
+const LATE_MS = 100;
+
+/**
+ * Connects CLIENTS sockets made by `open(urlFn)` to a pod, keeps each sending
+ * sequenced messages, drains the pod and follows every client to the neighbour.
+ * Returns per-client records and what each app received.
+ */
+async function moveThroughDrain(open) {
+  const [appA, appB] = [await startApp(), await startApp()];
+  const pod = await startPod(appA.port, [
+    "--drain-delay", "0",
+    "--drain-window", "1500ms",
+    "--reconnect-jitter", `${JITTER_MS}ms`,
+    "--close-timeout", "2s",
+  ]);
+  const neighbour = await startPod(appB.port);
+  const clients = [];
+  const timers = [];
+  try {
+    for (let id = 0; id < CLIENTS; id++) {
+      let calls = 0;
+      const url = () => (calls++ === 0 ? pod.url : neighbour.url);
+      const c = { id, seq: 0, opens: [], closes: [] };
+      c.socket = open(url);
+      c.socket.addEventListener("open", () => c.opens.push(performance.now()));
+      c.socket.addEventListener("close", (e) =>
+        c.closes.push({ at: performance.now(), code: e.code, reason: e.reason }),
+      );
+      clients.push(c);
+    }
+    await waitFor(() => clients.every((c) => c.opens.length >= 1), "every client to connect");
+    await waitFor(async () => (await pod.open()) === CLIENTS, "the pod to count every client");
+    for (const c of clients) {
+      timers.push(setInterval(() => c.socket.send(JSON.stringify({ id: c.id, seq: c.seq++ })), 25));
+    }
+    await sleep(200);
+    await pod.drain();
+    await waitFor(() => clients.every((c) => c.opens.length >= 2), "every client at the neighbour", 15_000);
+    await sleep(200);
+    for (const t of timers) clearInterval(t);
+    const got = (id) => (appA.received.get(id)?.length ?? 0) + (appB.received.get(id)?.length ?? 0);
+    await waitFor(() => clients.every((c) => got(c.id) >= c.seq), "the apps to receive every message", 5000);
+    return { clients, appA, appB };
+  } finally {
+    for (const t of timers) clearInterval(t);
+    for (const c of clients) c.socket.close();
+    await pod.kill();
+    await neighbour.kill();
+    await appA.close();
+    await appB.close();
+  }
+}
+
+/** The assertions shared by every client flavour. */
+function checkMove({ clients, appA, appB }) {
+  let worst = -Infinity;
+  for (const c of clients) {
+    const close = c.closes[0];
+    assert.equal(close.code, 1012, `client ${c.id} close code`);
+    const hint = parseHint(close.reason);
+    assert.ok(hint !== null && hint >= 0 && hint <= JITTER_MS, `client ${c.id} hint ${close.reason}`);
+    const waited = c.opens[1] - close.at;
+    assert.ok(waited >= hint - 1, `client ${c.id} reconnected after ${waited.toFixed(1)} ms, before its hint ${hint}`);
+    assert.ok(waited <= hint + LATE_MS, `client ${c.id} reconnected ${(waited - hint).toFixed(1)} ms after its hint`);
+    worst = Math.max(worst, waited - hint);
+    // Every message reached an app exactly once and in order: the old pod's app got a
+    // prefix, the neighbour's app the rest (including what was queued during the move).
+    const seen = [...(appA.received.get(c.id) ?? []), ...(appB.received.get(c.id) ?? [])];
+    assert.deepEqual(seen, [...Array(c.seq).keys()], `client ${c.id} messages`);
+    assert.ok((appB.received.get(c.id) ?? []).length > 0, `client ${c.id} sent nothing after the move`);
+  }
+  return worst;
+}
+
+
+test(
+  "ReconnectingSocket with the global WebSocket honours the hint through a drain",
+  { skip: typeof globalThis.WebSocket !== "function" && "no global WebSocket (Node 20 needs --experimental-websocket)" },
+  async (t) => {
+    const worst = checkMove(await moveThroughDrain((url) => openFeed(url, () => {})));
+    t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+  },
+);
+
+test("ReconnectingSocket with the ws package honours the hint through a drain", async (t) => {
+  const worst = checkMove(await moveThroughDrain((url) => openFeed(url, () => {}, { WebSocket: WS })));
+  t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+});
+
+test("partysocket with the recipe honours the hint through a drain", async (t) => {
+  const worst = checkMove(await moveThroughDrain((url) => openPartySocket(url, { WebSocket: WS })));
+  t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+});
+
