@@ -3,14 +3,22 @@
 2,000 Python `websockets` clients sit on a pod (a real wsdrain in front of the echo app)
 and honour the hint exactly: when their connection is closed they wait
 `reconnect_after_ms` and reconnect to the neighbour pod (a second wsdrain + echo app).
-Every hint must lie in [0, --reconnect-jitter], and the reconnects arriving at the
-neighbour must be even: no 100 ms bucket above 1.25x the even rate, which is n spread
-over window + jitter for a staggered drain, and n spread over the jitter for an app-gone
-close (the app process dies, so every client gets its close with a hint at once).
+Checked, for a staggered drain (window 6 s, jitter 2 s) and for an app-gone close (the
+app process is killed, so every client gets its close with a hint at once; jitter 8 s):
 
-Independent uniform hints fail this: closes even over the window plus a uniform draw
-over the jitter give a flat rate of n/window in the middle of the run, (window + jitter)
-/ window = 1.33x the even rate with the settings below, before any clumping.
+1. every hint lies in [0, --reconnect-jitter];
+2. the arrivals the hints schedule are even: no 100 ms bucket above 1.25x the even rate
+   (n over window + jitter, or n over the jitter when the app died). For the drain this
+   needs the hint to grow with the close order, checked as a rank correlation; it uses
+   the close order and the hints only, so CPU starvation of this process cannot blur it;
+3. the arrivals measured at the neighbour are even the same way. These timestamps are
+   this process's, so they are judged only when its event loop never ran more than
+   50 ms late; on a starved box the test prints them and skips this last step, saying so.
+
+Independent uniform hints fail step 2: they are not ordered with the closes, and even
+apart from that, closes even over the window plus a uniform draw over the jitter give a
+flat rate of n/window mid-run, 1.33x the even rate here; over the jitter alone, 2,000
+independent draws put 35-45 into some 100 ms bucket where 25 is even.
 
 `run_scenario` is also what `scripts/plot_hint_arrivals.py` runs to draw
 docs/hint-arrivals.png.
@@ -185,41 +193,59 @@ def buckets(times) -> list:
     return out
 
 
-def judge(times, result: dict, what: str) -> str:
-    """Fails when a 100 ms bucket of `times` holds more than 1.25x the even rate."""
+def judge(times, result: dict, what: str, strict: bool = True) -> str:
+    """Fails (when `strict`) if a 100 ms bucket of `times` holds more than 1.25x the even
+    rate; prints the buckets either way."""
     even = result["clients"] * BUCKET_S / result["span_s"]
     counts = buckets(times)
     peak = max(counts)
     summary = (f"{result['mode']}, {what}: peak {peak} per 100 ms, even {even:.1f}, "
                f"ratio {peak / even:.2f} (limit {LIMIT}); buckets {counts}")
     print(summary)
-    assert peak <= even * LIMIT, summary
+    assert not strict or peak <= even * LIMIT, summary
     return summary
 
 
+def rank_correlation(xs, ys) -> float:
+    """Spearman's rank correlation of two equally long lists without ties."""
+    def ranks(v):
+        r = [0] * len(v)
+        for rank, i in enumerate(sorted(range(len(v)), key=v.__getitem__)):
+            r[i] = rank
+        return r
+    rx, ry, n = ranks(xs), ranks(ys), len(xs)
+    return 1 - 6 * sum((a - b) ** 2 for a, b in zip(rx, ry)) / (n * (n * n - 1))
+
+
 def check(result: dict) -> None:
-    """The hints, then the arrivals they produce: first as wsdrain schedules them (close
-    order and hint), then as measured at the neighbour pod."""
-    n, jitter, span = result["clients"], result["jitter_ms"], result["span_s"]
+    """The hints, the arrivals they schedule, then the arrivals measured at the neighbour."""
+    n, jitter = result["clients"], result["jitter_ms"]
     assert all(code == 1012 for code in result["codes"]), sorted(set(result["codes"]), key=str)
-    bad = [h for h in result["hints"] if h is None or not 0 <= h <= jitter]
+    hints = result["hints"]
+    bad = [h for h in hints if h is None or not 0 <= h <= jitter]
     assert not bad, f"{len(bad)} hints outside [0, {jitter}]: {bad[:5]}"
-    # Scheduled: the r-th close seen left at (r + 1/2) * window / n (all at 0 when the app
-    # died) and its client comes back hint ms later. Close order is all this uses, so no
-    # amount of CPU starvation on the box changes it.
-    order = sorted(range(n), key=lambda i: result["closed"][i])
-    window_s = result["window_ms"] / 1000 if result["mode"] == "drain" else 0.0
-    scheduled = [0.0] * n
-    for rank, i in enumerate(order):
-        scheduled[i] = (rank + 0.5) * window_s / n + result["hints"][i] / 1000
+    # Scheduled arrivals, from the hints and the order of the closes alone, so that no
+    # CPU starvation of this process can blur them.
+    if result["mode"] == "drain":
+        # The i-th close of n leaves at (i + 1/2) * window / n; its hint must grow with i.
+        # The order in which this process saw the closes is that order up to local
+        # shuffles (closes seen in one read batch), hence a rank correlation.
+        rho = rank_correlation(result["closed"], [h + i / (n + 1) for i, h in enumerate(hints)])
+        print(f"drain: rank correlation of close order and hint {rho:.4f}")
+        assert rho >= 0.95, f"hints do not grow with the close order (rank correlation {rho:.3f})"
+        window_s = result["window_ms"] / 1000
+        scheduled = [(k + 0.5) * window_s / n + h / 1000 for k, h in enumerate(sorted(hints))]
+    else:
+        scheduled = [h / 1000 for h in hints]  # every close at the same instant
     judge(scheduled, result, "scheduled arrivals")
     # Measured: when each client's new connection opened at the neighbour.
     origin = 0.0 if result["mode"] == "drain" else min(result["closed"])
     arrived = [t - origin for t in result["arrived"]]
-    late = max(arrived) - span
     if result["max_loop_lag_s"] > STARVED_S:
-        pytest.skip(f"scheduled arrivals even; measured ones not judged: the box starved this "
-                    f"process (event loop {result['max_loop_lag_s'] * 1000:.0f} ms late)")
+        judge(arrived, result, "measured arrivals (not judged)", strict=False)
+        pytest.skip(f"hints and scheduled arrivals even; measured arrivals not judged: the box "
+                    f"starved this process (event loop {result['max_loop_lag_s'] * 1000:.0f} ms late)")
+    late = max(arrived) - result["span_s"]
     assert late < 0.5, f"the last client arrived {late:.2f} s after window + jitter"
     judge(arrived, result, "measured arrivals")
 
