@@ -95,6 +95,14 @@ async def recording_app():
     return server, port, received
 
 
+async def watch_lag(lag: list) -> None:
+    """Records in lag[0] how late this event loop ran a 10 ms timer at worst."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        lag[0] = max(lag[0], time.monotonic() - before - 0.01)
+
+
 async def wait_until(cond, what, timeout):
     deadline = time.monotonic() + timeout
     while not cond():
@@ -134,8 +142,11 @@ async def _through_a_drain():
 
         feeding = asyncio.create_task(feed())
         await asyncio.sleep(0.2)
+        lag = [0.0]
+        watching = asyncio.create_task(watch_lag(lag))
         await asyncio.to_thread(_post_drain, pod[2])
         await wait_until(lambda: all(len(p.opens) >= 2 for p in policies), "every client at the neighbour", 15)
+        watching.cancel()
         await asyncio.sleep(0.2)
         feeding.cancel()
         await wait_until(
@@ -151,6 +162,7 @@ async def _through_a_drain():
         server_b.close()
 
     worst = 0.0
+    late_s = LATE_S + lag[0]  # on a starved box nothing reconnects sooner than its loop runs
     for i, p in enumerate(policies):
         ended_at, rcvd, delay = p.ends[0]
         assert rcvd is not None and rcvd.code == 1012, f"client {i}: {rcvd}"
@@ -158,12 +170,14 @@ async def _through_a_drain():
         assert hint is not None and 0 <= hint <= JITTER_MS, rcvd.reason
         waited = p.opens[1] - ended_at
         assert waited >= hint / 1000, f"client {i} reconnected after {waited:.3f} s, before its hint {hint} ms"
-        assert waited <= hint / 1000 + LATE_S, f"client {i} reconnected {waited - hint / 1000:.3f} s after its hint"
+        assert waited <= hint / 1000 + late_s, (
+            f"client {i} reconnected {waited - hint / 1000:.3f} s after its hint "
+            f"(allowed {late_s:.3f} s: 100 ms + event-loop lag)")
         worst = max(worst, waited - hint / 1000)
         # Exactly once and in order: a prefix at the old pod's app, the rest at the neighbour's.
         assert got_a.get(i, []) + got_b.get(i, []) == list(range(seqs[i])), f"client {i} messages"
         assert got_b.get(i), f"client {i} sent nothing after the move"
-    print(f"latest reconnect after its hint: {worst * 1000:.1f} ms")
+    print(f"latest reconnect after its hint: {worst * 1000:.1f} ms (loop at most {lag[0] * 1000:.0f} ms late)")
 
 
 def _post_drain(admin_port):

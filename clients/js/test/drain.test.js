@@ -1,12 +1,15 @@
 // Clients that honour wsdrain's hint, driven through a real drain into a neighbour pod:
-// the helper's ReconnectingSocket (with the global WebSocket and with `ws`) and
-// partysocket with the recipe from the README. Every client must reconnect no earlier
-// than its hint and within 100 ms after it, and no message may be lost across the move.
+// the helper's ReconnectingSocket (with the global WebSocket and with `ws`), and
+// partysocket and reconnecting-websocket with the recipes from the README. Every client
+// must reconnect no earlier than its hint and within 100 ms after it (plus however late this process ran its
+// timers: on a starved box nothing reconnects sooner), and no message may be lost.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import WS from "ws";
 import { openFeed } from "../examples/browser.js";
 import { openPartySocket } from "../examples/partysocket.js";
+import { openReconnectingWebSocket } from "../examples/reconnecting-websocket.js";
 import { parseHint } from "wsdrain-hint";
 import { sleep, startApp, startPod, waitFor } from "./harness.js";
 
@@ -30,6 +33,7 @@ async function moveThroughDrain(open) {
   const neighbour = await startPod(appB.port);
   const clients = [];
   const timers = [];
+  let lagMs = 0;
   try {
     for (let id = 0; id < CLIENTS; id++) {
       let calls = 0;
@@ -48,13 +52,19 @@ async function moveThroughDrain(open) {
       timers.push(setInterval(() => c.socket.send(JSON.stringify({ id: c.id, seq: c.seq++ })), 25));
     }
     await sleep(200);
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
     await pod.drain();
     await waitFor(() => clients.every((c) => c.opens.length >= 2), "every client at the neighbour", 15_000);
+    lag.disable();
+    // How late this process ran its timers at worst: on a starved box a client cannot
+    // reconnect sooner than its event loop lets it, whatever it was told.
+    lagMs = lag.max / 1e6;
     await sleep(200);
     for (const t of timers) clearInterval(t);
     const got = (id) => (appA.received.get(id)?.length ?? 0) + (appB.received.get(id)?.length ?? 0);
     await waitFor(() => clients.every((c) => got(c.id) >= c.seq), "the apps to receive every message", 5000);
-    return { clients, appA, appB };
+    return { clients, appA, appB, lagMs };
   } finally {
     for (const t of timers) clearInterval(t);
     for (const c of clients) c.socket.close();
@@ -66,8 +76,9 @@ async function moveThroughDrain(open) {
 }
 
 /** The assertions shared by every client flavour. */
-function checkMove({ clients, appA, appB }) {
+function checkMove({ clients, appA, appB, lagMs }) {
   let worst = -Infinity;
+  const late = LATE_MS + Math.max(0, lagMs - 10); // 10 ms: the monitor's own resolution
   for (const c of clients) {
     const close = c.closes[0];
     assert.equal(close.code, 1012, `client ${c.id} close code`);
@@ -75,7 +86,11 @@ function checkMove({ clients, appA, appB }) {
     assert.ok(hint !== null && hint >= 0 && hint <= JITTER_MS, `client ${c.id} hint ${close.reason}`);
     const waited = c.opens[1] - close.at;
     assert.ok(waited >= hint - 1, `client ${c.id} reconnected after ${waited.toFixed(1)} ms, before its hint ${hint}`);
-    assert.ok(waited <= hint + LATE_MS, `client ${c.id} reconnected ${(waited - hint).toFixed(1)} ms after its hint`);
+    assert.ok(
+      waited <= hint + late,
+      `client ${c.id} reconnected ${(waited - hint).toFixed(1)} ms after its hint ${hint} ` +
+        `(allowed ${late.toFixed(0)} ms: 100 + event-loop lag)`,
+    );
     worst = Math.max(worst, waited - hint);
     // Every message reached an app exactly once and in order: the old pod's app got a
     // prefix, the neighbour's app the rest (including what was queued during the move).
@@ -83,7 +98,7 @@ function checkMove({ clients, appA, appB }) {
     assert.deepEqual(seen, [...Array(c.seq).keys()], `client ${c.id} messages`);
     assert.ok((appB.received.get(c.id) ?? []).length > 0, `client ${c.id} sent nothing after the move`);
   }
-  return worst;
+  return `latest reconnect after its hint: ${worst.toFixed(1)} ms (event loop at most ${lagMs.toFixed(0)} ms late)`;
 }
 
 
@@ -91,18 +106,19 @@ test(
   "ReconnectingSocket with the global WebSocket honours the hint through a drain",
   { skip: typeof globalThis.WebSocket !== "function" && "no global WebSocket (Node 20 needs --experimental-websocket)" },
   async (t) => {
-    const worst = checkMove(await moveThroughDrain((url) => openFeed(url, () => {})));
-    t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+    t.diagnostic(checkMove(await moveThroughDrain((url) => openFeed(url, () => {}))));
   },
 );
 
 test("ReconnectingSocket with the ws package honours the hint through a drain", async (t) => {
-  const worst = checkMove(await moveThroughDrain((url) => openFeed(url, () => {}, { WebSocket: WS })));
-  t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+  t.diagnostic(checkMove(await moveThroughDrain((url) => openFeed(url, () => {}, { WebSocket: WS }))));
 });
 
 test("partysocket with the recipe honours the hint through a drain", async (t) => {
-  const worst = checkMove(await moveThroughDrain((url) => openPartySocket(url, { WebSocket: WS })));
-  t.diagnostic(`latest reconnect after its hint: ${worst.toFixed(1)} ms`);
+  t.diagnostic(checkMove(await moveThroughDrain((url) => openPartySocket(url, { WebSocket: WS }))));
 });
 
+test("reconnecting-websocket with the recipe honours the hint through a drain", async (t) => {
+  const open = (url) => openReconnectingWebSocket(url, { WebSocket: WS });
+  t.diagnostic(checkMove(await moveThroughDrain(open)));
+});
