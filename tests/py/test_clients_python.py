@@ -1,8 +1,10 @@
 """The Python client helper (clients/python) and its reconnecting loop example, driven
-through a real wsdrain drain into a neighbour pod."""
+through a real wsdrain drain into a neighbour pod; plus the README's "Honouring the hint"
+snippets, which must be the very files the tests run."""
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import time
@@ -215,3 +217,22 @@ async def _without_a_hint():
         if k:
             assert at - ends[k - 1][0] >= ends[k - 1][2], f"attempt {k} came too early: {delays}"
 
+
+
+SNIPPET = re.compile(r"<!-- snippet: (\S+) -->\n```\w*\n(.*?)```", re.S)
+
+
+def test_readme_snippets_are_the_tested_files():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Honouring the hint", 1)
+    assert len(section) == 2, "README has no 'Honouring the hint' section"
+    body = section[1].split("\n## ", 1)[0]
+    snippets = dict(SNIPPET.findall(body))
+    assert set(snippets) == {
+        "clients/js/examples/browser.js",
+        "clients/js/examples/partysocket.js",
+        "clients/js/examples/reconnecting-websocket.js",
+        "clients/python/examples/reconnecting_loop.py",
+    }, sorted(snippets)
+    for path, text in snippets.items():
+        assert text == (ROOT / path).read_text(), f"README snippet differs from {path}"
