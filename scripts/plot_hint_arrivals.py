@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Reconnects per 100 ms at the neighbour pod while 2,000 clients leave a draining pod
+(window 6 s, jitter 2 s): clients that ignore the hint vs clients that honour it.
+
+Real runs: the scenarios of tests/py/test_hint_arrivals.py (the built wsdrain binary,
+`$WSDRAIN_BIN` or target/debug/wsdrain, the Python echo app, `websockets` clients).
+
+  scripts/plot_hint_arrivals.py run  [--out docs/bench/hint-arrivals.json]   # ~1 min
+  scripts/plot_hint_arrivals.py plot [--data docs/bench/hint-arrivals.json] [--old FILE]
+                                     [--png docs/hint-arrivals.png]
+
+`--old` adds the "honours it" line of an earlier data file (dashed), e.g. a run of
+wsdrain 0.1, whose hints were independent random draws. Needs matplotlib for `plot`.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "py"))
+os.environ.setdefault("WSDRAIN_BIN", str(ROOT / "target" / "debug" / "wsdrain"))
+
+
+def run(out: Path) -> None:
+    import test_hint_arrivals as t
+
+    doc = {}
+    for key, honour in (("ignores", False), ("honours", True)):
+        r = t.run_scenario("drain", honour=honour)
+        doc[key] = {
+            "arrived_s": sorted(round(x, 4) for x in r["arrived"]),
+            "max_loop_lag_s": round(r["max_loop_lag_s"], 4),
+            "hints_ms": r["hints"],
+        }
+        doc["settings"] = {k: r[k] for k in ("clients", "window_ms", "jitter_ms")}
+        print(f"{key}: event loop at most {r['max_loop_lag_s'] * 1000:.0f} ms late", flush=True)
+    out.write_text(json.dumps(doc) + "\n")
+    print(f"wrote {out}")
+
+
+def per_100ms(times):
+    out = [0] * (int(max(times) / 0.1) + 1)
+    for x in times:
+        out[max(0, int(x / 0.1))] += 1
+    return out
+
+
+def plot(data: Path, old, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(data.read_text())
+    s = doc["settings"]
+    n, w, j = s["clients"], s["window_ms"] / 1000, s["jitter_ms"] / 1000
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    lines = [("ignores", doc, "clients ignore the hint (reconnect at once)", "#d95f02", "-")]
+    if old is not None:
+        lines.append(("honours", json.loads(old.read_text()),
+                      "clients honour the hint, wsdrain 0.1 (independent random hints)", "#7570b3", "--"))
+    lines.append(("honours", doc, "clients honour the hint (hints spread in close order)", "#1b9e77", "-"))
+    for key, d, label, color, style in lines:
+        series = per_100ms(d[key]["arrived_s"])
+        xs = [i * 0.1 for i in range(len(series))]
+        ax.step(xs, series, where="post", color=color, linestyle=style,
+                label=f"{label}: peak {max(series)}")
+    ax.axhline(n * 0.1 / w, color="#d95f02", linewidth=0.8, linestyle=":")
+    ax.axhline(n * 0.1 / (w + j), color="#1b9e77", linewidth=0.8, linestyle=":")
+    ax.text(0.05, n * 0.1 / w + 0.5, f"even over the window: {n * 0.1 / w:.1f}", fontsize=8)
+    ax.text(w + j - 2.2, n * 0.1 / (w + j) - 2.5, f"even over window + jitter: {n * 0.1 / (w + j):.1f}",
+            fontsize=8)
+    ax.set_xlabel("seconds since the drain started")
+    ax.set_ylabel("reconnects per 100 ms at the neighbour")
+    ax.set_title(f"{n} clients leave a draining pod (window {w:g} s, --reconnect-jitter {j:g} s)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "hint-arrivals.json")
+    p = sub.add_parser("plot")
+    p.add_argument("--data", type=Path, default=ROOT / "docs" / "bench" / "hint-arrivals.json")
+    p.add_argument("--old", type=Path, default=None)
+    p.add_argument("--png", type=Path, default=ROOT / "docs" / "hint-arrivals.png")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.out)
+    else:
+        plot(args.data, args.old, args.png)
+
+
+if __name__ == "__main__":
+    main()
