@@ -13,7 +13,7 @@ use signal_hook::iterator::Signals;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::drain::{Drain, Trigger};
+use crate::drain::{Drain, Source, Trigger};
 
 /// Installs the handlers. The returned receiver turns true at the first signal.
 pub fn install(drain: Arc<Drain>) -> anyhow::Result<watch::Receiver<bool>> {
@@ -41,7 +41,7 @@ pub fn install(drain: Arc<Drain>) -> anyhow::Result<watch::Receiver<bool>> {
                         Trigger::Immediate
                     }
                 };
-                drain.trigger(how, name);
+                drain.trigger(how, Source::Signal);
                 tx.send_replace(true);
             }
         })

@@ -47,3 +47,29 @@ pub fn tune(stream: &TcpStream, keepalive: Duration) {
         let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
     }
 }
+
+/// Raises the soft open-file limit to the hard limit (what Go and nginx do too): every
+/// WebSocket costs two descriptors and the default soft limit is often 1024. Returns
+/// the soft limit in force afterwards.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
