@@ -77,10 +77,10 @@ def echo_app() -> tuple:
 class Client:
     """One client: where it was closed, its hint, and when it arrived at the neighbour."""
 
-    __slots__ = ("closed_at", "code", "reason", "hint", "arrived_at", "ws")
+    __slots__ = ("closed_at", "code", "reason", "hint", "started_at", "arrived_at", "ws")
 
     def __init__(self):
-        self.closed_at = self.arrived_at = None
+        self.closed_at = self.started_at = self.arrived_at = None
         self.code, self.reason, self.hint, self.ws = None, None, None, None
 
 
@@ -101,6 +101,7 @@ async def _client(c: Client, first: str, second: str, honour: bool, gate: asynci
     c.hint = parse_hint(c.reason)
     if honour and c.hint is not None:
         await asyncio.sleep(max(0.0, c.closed_at + c.hint / 1000 - time.monotonic()))
+    c.started_at = time.monotonic()
     c.ws = await connect(second, compression=None, ping_interval=None, open_timeout=30,
                          close_timeout=1, max_queue=4)
     c.arrived_at = time.monotonic()
@@ -115,7 +116,9 @@ def _post(admin: int, path: str) -> None:
 async def _scenario(mode: str, honour: bool, n: int, window_ms: int, jitter_ms: int) -> dict:
     app_a, app_b = echo_app(), echo_app()
     flags = ["--drain-delay", "0", "--drain-window", f"{window_ms}ms", "--reconnect-jitter",
-             f"{jitter_ms}ms", "--close-timeout", "5s", "--max-connections", str(n + 100)]
+             f"{jitter_ms}ms", "--close-timeout", "5s", "--max-connections", str(n + 100),
+             # a starved echo app may take seconds to accept: that is not what is measured
+             "--connect-timeout", "10s"]
     pod = start_wsdrain(app_a[1], *flags)
     neighbour = start_wsdrain(app_b[1], *flags)
     clients = [Client() for _ in range(n)]
@@ -157,6 +160,7 @@ async def _scenario(mode: str, honour: bool, n: int, window_ms: int, jitter_ms: 
         "mode": mode, "honour": honour, "clients": n, "window_ms": window_ms,
         "jitter_ms": jitter_ms, "span_s": span_s,
         "closed": [c.closed_at - t0 for c in clients],
+        "started": [c.started_at - t0 for c in clients],
         "arrived": [c.arrived_at - t0 for c in clients],
         "hints": [c.hint for c in clients],
         "codes": [c.code for c in clients],
