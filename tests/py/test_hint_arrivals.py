@@ -63,7 +63,7 @@ def raise_fd_limit(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft != resource.RLIM_INFINITY and soft < need:
-        raise RuntimeError(f"open-file limit {soft} < {need} needed for {CLIENTS} clients")
+        pytest.skip(f"open-file limit {soft} (hard) < {need} needed for {need // 2 - 100} clients")
 
 
 def echo_app() -> tuple:
