@@ -3,6 +3,10 @@
 //! Every flag has an environment twin `WSDRAIN_<FLAG_NAME>` so the same settings work
 //! from a pod spec's `env:` and from a shell. Values are checked here, at the edge, so
 //! the layers below receive plain, valid data.
+//!
+//! Flow: argv and `WSDRAIN_*` in, parsed by [`crate::values`]; the structs out to
+//! `main.rs`, which hands each verb its own (the proxy converts its flags once, in
+//! `state.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,6 +5,9 @@
 //! jitter) with the drain's close frame and reconnect hint, at most `--rebalance-rate`
 //! per second; `POST /shed?count=N` closes N random connections spread over the drain
 //! window. Both reuse the relay's graceful close and the drain scheduler.
+//!
+//! Flow: reads the registry's handles and the drain plan; writes close commands (with
+//! hints from [`crate::hint`]) into the handles and counts in the metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,6 +4,9 @@
 //! everything at once. A signal also means "exit when the drain is over", which a drain
 //! started over HTTP does not: after `/prestop` the sidecar stays up, drained, until
 //! the kubelet sends it SIGTERM (native sidecars stop after the app).
+//!
+//! Flow: signals in on a thread of their own; drain triggers out, and a watch that
+//! tells `sidecar.rs` to exit once the drain is over.
 
 use std::sync::Arc;
 

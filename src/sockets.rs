@@ -5,6 +5,9 @@
 //! bind at once while old connections linger in TIME_WAIT. Relayed streams get
 //! `TCP_NODELAY` (frames are small and latency-bound) and TCP keepalive, so a peer
 //! that vanished without a FIN is noticed even when nobody pings.
+//!
+//! Flow: addresses in, listeners out (`sidecar.rs`, the webhook); streams in, tuned in
+//! place (`conn.rs`, the plain-HTTP retry).
 
 use std::net::SocketAddr;
 

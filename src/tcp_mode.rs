@@ -5,6 +5,9 @@
 //! (half-close) at its scheduled time, and the app side is closed after the client's
 //! own FIN or the close timeout. Over `--max-connections` or during the stagger a new
 //! connection is closed at once (nothing can be said to it at this layer).
+//!
+//! Flow: sockets in from [`crate::accept`]; each is registered in the registry, given
+//! an app connection and relayed through [`crate::conn`], like a WebSocket after its 101.
 
 use std::sync::Arc;
 
