@@ -11,9 +11,12 @@ app process is killed, so every client gets its close with a hint at once; jitte
    (n over window + jitter, or n over the jitter when the app died). For the drain this
    needs the hint to grow with the close order, checked as a rank correlation; it uses
    the close order and the hints only, so CPU starvation of this process cannot blur it;
-3. the arrivals measured at the neighbour are even the same way. These timestamps are
-   this process's, so they are judged only when its event loop never ran more than
-   50 ms late; on a starved box the test prints them and skips this last step, saying so.
+3. the reconnects as measured (when each client started its connection to the
+   neighbour) are even the same way. These timestamps are this process's, so they are
+   judged only when its event loop never ran more than 50 ms late; on a starved box the
+   test prints them and skips this last step, saying so; likewise when the closes
+   themselves reached the clients bunched (the box held up wsdrain). When each handshake completed
+   is printed, not judged: that adds how the box scheduled the neighbour's processes.
 
 Independent uniform hints fail step 2: they are not ordered with the closes, and even
 apart from that, closes even over the window plus a uniform draw over the jitter give a
@@ -242,16 +245,33 @@ def check(result: dict) -> None:
     else:
         scheduled = [h / 1000 for h in hints]  # every close at the same instant
     judge(scheduled, result, "scheduled arrivals")
-    # Measured: when each client's new connection opened at the neighbour.
+    # Measured: when each client started its reconnect to the neighbour (its SYN left).
+    # When the handshake then completed is printed too, not judged: it adds the
+    # neighbour's own accept latency, i.e. how the box scheduled wsdrain and the echo app.
     origin = 0.0 if result["mode"] == "drain" else min(result["closed"])
-    arrived = [t - origin for t in result["arrived"]]
-    if result["max_loop_lag_s"] > STARVED_S:
-        judge(arrived, result, "measured arrivals (not judged)", strict=False)
-        pytest.skip(f"hints and scheduled arrivals even; measured arrivals not judged: the box "
-                    f"starved this process (event loop {result['max_loop_lag_s'] * 1000:.0f} ms late)")
-    late = max(arrived) - result["span_s"]
-    assert late < 0.5, f"the last client arrived {late:.2f} s after window + jitter"
-    judge(arrived, result, "measured arrivals")
+    started = [t - origin for t in result["started"]]
+    judge([t - origin for t in result["arrived"]], result, "handshakes done (not judged)",
+          strict=False)
+    # The reconnects cannot be more even than the closes reached the clients: when the box
+    # held up the drain itself (closes bunched beyond 1.25x their even rate) or spread an
+    # app-gone close over more than 100 ms, the measurement says nothing about the hints.
+    closed = [t - origin for t in result["closed"]]
+    if result["mode"] == "drain":
+        close_even = n * BUCKET_S / (result["window_ms"] / 1000)
+        held_up = max(buckets(closed)) > LIMIT * close_even
+        close_note = f"closes seen peaked at {max(buckets(closed))} per 100 ms, even {close_even:.1f}"
+    else:
+        held_up = max(closed) > BUCKET_S
+        close_note = f"the closes reached the clients over {max(closed) * 1000:.0f} ms"
+    starved = result["max_loop_lag_s"] > STARVED_S
+    if starved or held_up:
+        judge(started, result, "measured reconnects (not judged)", strict=False)
+        why = (f"the box starved this process (event loop {result['max_loop_lag_s'] * 1000:.0f} ms "
+               f"late)" if starved else f"the box held up the closes ({close_note})")
+        pytest.skip(f"hints and scheduled arrivals even; measured reconnects not judged: {why}")
+    late = max(started) - result["span_s"]
+    assert late < 0.5, f"the last client reconnected {late:.2f} s after window + jitter"
+    judge(started, result, "measured reconnects")
 
 
 def test_staggered_drain_hints_keep_arrivals_even():
