@@ -3,9 +3,11 @@
 //! It starts an embedded echo app, two "pods" (real `wsdrain proxy` child processes of
 //! this same binary: the one going away and its neighbour), and a few thousand clients
 //! that reconnect the way browsers do — at once, to the neighbour, when their socket
-//! closes. It runs the same clients through two pod terminations:
+//! closes. It runs the same clients through three pod terminations:
 //! 1. a staggered drain (`POST /drain`), showing its progress while it runs;
 //! 2. an abrupt stop (the pod's proxy killed, as when an app exits without wsdrain);
+//! 3. a staggered drain again, with clients that honour the reconnect hint (wait
+//!    `reconnect_after_ms` before reconnecting, as `clients/` shows how to);
 //!
 //! and prints, per second, how many reconnects the neighbour received in each case.
 
@@ -21,6 +23,10 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::DemoOptions;
+
+/// The pods' `--reconnect-jitter` (wsdrain's default): hints lie in `[0, this]`, so
+/// clients that honour them arrive over the drain window plus this.
+const RECONNECT_JITTER: Duration = Duration::from_secs(5);
 
 /// One "pod": a wsdrain proxy child process.
 struct Pod {
@@ -54,6 +60,10 @@ impl Pod {
             .args(["--admin", &admin.to_string(), "--log-level", "error"])
             .args(["--drain-delay", "1s", "--close-timeout", "3s"])
             .args(["--drain-window", &format!("{}ms", window.as_millis())])
+            .args([
+                "--reconnect-jitter",
+                &format!("{}ms", RECONNECT_JITTER.as_millis()),
+            ])
             .args(["--max-connections", "50000"])
             .stdin(Stdio::null())
             .spawn()
@@ -112,24 +122,46 @@ struct Run {
     codes: Vec<u16>,
 }
 
+/// The hint in a close reason `{"reconnect_after_ms":N}`, if it carries one.
+fn hint_of(reason: &str) -> Option<Duration> {
+    let doc: serde_json::Value = serde_json::from_str(reason).ok()?;
+    doc.get("reconnect_after_ms")?
+        .as_u64()
+        .map(Duration::from_millis)
+}
+
 /// A client: connected to `first`; when that ends, records how, reconnects to `second`
-/// at once, and reports.
-async fn client(first: String, second: String, run: Arc<Mutex<Run>>, gate: Arc<Semaphore>) -> bool {
+/// (at once, as browsers do, or after the close's reconnect hint when `honour`), and
+/// reports.
+async fn client(
+    first: String,
+    second: String,
+    run: Arc<Mutex<Run>>,
+    gate: Arc<Semaphore>,
+    honour: bool,
+) -> bool {
     let permit = gate.acquire().await;
     let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&first).await else {
         return false;
     };
     drop(permit);
     let mut code = 0;
+    let mut back_at = None;
     while let Some(msg) = ws.next().await {
         match msg {
-            Ok(Message::Close(frame)) => code = frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+            Ok(Message::Close(frame)) => {
+                code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
+                let hint = frame.as_ref().and_then(|f| hint_of(&f.reason));
+                back_at = hint.map(|h| tokio::time::Instant::now() + h);
+            }
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    // A browser reconnects at once (hint-aware clients would wait `reconnect_after_ms`
-    // and spread even further; the demo shows the stagger alone).
+    drop(ws); // the old connection is over: release its socket before waiting
+    if let (true, Some(at)) = (honour, back_at) {
+        tokio::time::sleep_until(at).await;
+    }
     let reconnected = tokio_tungstenite::connect_async(&second).await.is_ok();
     let mut run = run.lock().unwrap_or_else(|p| p.into_inner());
     run.codes.push(code);
@@ -155,12 +187,14 @@ async fn admin_get(admin: SocketAddr, method: &str, path: &str) -> anyhow::Resul
         .unwrap_or_default())
 }
 
-/// Connects `n` clients to `pod`, each moving to `neighbour` when closed.
+/// Connects `n` clients to `pod`, each moving to `neighbour` when closed (after the
+/// reconnect hint when `honour`).
 async fn connect_all(
     n: u32,
     pod: &Pod,
     neighbour: &Pod,
     run: &Arc<Mutex<Run>>,
+    honour: bool,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<bool>>> {
     let gate = Arc::new(Semaphore::new(64));
     let tasks: Vec<_> = (0..n)
@@ -170,6 +204,7 @@ async fn connect_all(
                 neighbour.url(),
                 run.clone(),
                 gate.clone(),
+                honour,
             ))
         })
         .collect();
@@ -200,11 +235,100 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let pod = Pod::start(app, opts.drain_window).await?;
     let neighbour = Pod::start(app, opts.drain_window).await?;
     let staggered = Arc::new(Mutex::new(Run::default()));
-    let tasks = connect_all(n, &pod, &neighbour, &staggered).await?;
+    let tasks = connect_all(n, &pod, &neighbour, &staggered, false).await?;
     println!(
-        "1/2 staggered drain: {n} clients on the pod; POST /drain (delay 1s, window {})",
+        "1/3 staggered drain: {n} clients on the pod; POST /drain (delay 1s, window {})",
         humantime::format_duration(opts.drain_window)
     );
+    let t_stagger = Instant::now();
+    drain_and_follow(&pod).await?;
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(pod);
+
+    // 2. Abrupt stop of the same clients.
+    let pod = Pod::start(app, opts.drain_window).await?;
+    let abrupt = Arc::new(Mutex::new(Run::default()));
+    let tasks = connect_all(n, &pod, &neighbour, &abrupt, false).await?;
+    println!("\n2/3 abrupt stop: {n} clients on a fresh pod; its process is killed");
+    let t_abrupt = Instant::now();
+    drop(pod);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+
+    // 3. Staggered drain again, with clients that wait for the hint.
+    let pod = Pod::start(app, opts.drain_window).await?;
+    let honoured = Arc::new(Mutex::new(Run::default()));
+    let tasks = connect_all(n, &pod, &neighbour, &honoured, true).await?;
+    println!(
+        "\n3/3 staggered drain, clients honour the hint: {n} clients; each waits its \
+         reconnect_after_ms (0-{} ms) before reconnecting",
+        RECONNECT_JITTER.as_millis()
+    );
+    let t_honour = Instant::now();
+    drain_and_follow(&pod).await?;
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+    }
+    drop(pod);
+
+    // The table: reconnects per second at the neighbour.
+    let take =
+        |run: &Arc<Mutex<Run>>| std::mem::take(&mut *run.lock().unwrap_or_else(|p| p.into_inner()));
+    let (s, a, h) = (take(&staggered), take(&abrupt), take(&honoured));
+    let per_second = |times: &[Instant], t0: Instant| {
+        let mut buckets = Vec::<u32>::new();
+        for t in times {
+            let sec = t.saturating_duration_since(t0).as_secs() as usize;
+            if buckets.len() <= sec {
+                buckets.resize(sec + 1, 0);
+            }
+            buckets[sec] += 1;
+        }
+        buckets
+    };
+    let sb = per_second(&s.reconnects, t_stagger);
+    let ab = per_second(&a.reconnects, t_abrupt);
+    let hb = per_second(&h.reconnects, t_honour);
+    println!("\nreconnects per second arriving at the neighbour pod:");
+    println!("  second | staggered drain | abrupt stop | clients honour the hint");
+    for i in 0..sb.len().max(ab.len()).max(hb.len()) {
+        let cell = |b: &[u32]| b.get(i).map(|v| v.to_string()).unwrap_or_default();
+        println!(
+            "  {i:>6} | {:>15} | {:>11} | {:>23}",
+            cell(&sb),
+            cell(&ab),
+            cell(&hb)
+        );
+    }
+    let peak = |b: &[u32]| b.iter().copied().max().unwrap_or(0);
+    let share = |codes: &[u16], code: u16| codes.iter().filter(|c| **c == code).count();
+    println!(
+        "\n  peak/s | {:>15} | {:>11} | {:>23}",
+        peak(&sb),
+        peak(&ab),
+        peak(&hb)
+    );
+    println!(
+        "  closes | {:>6} got 1012 | {:>4} no close frame | {:>14} got 1012",
+        share(&s.codes, 1012),
+        share(&a.codes, 0) + share(&a.codes, 1006),
+        share(&h.codes, 1012)
+    );
+    println!(
+        "\nThe staggered drain sent every client a close frame (1012 + reconnect hint) and spread\n\
+         the reconnects over the window; the abrupt stop sent them all to the neighbour at once.\n\
+         Clients that wait for the hint spread them over the window plus the jitter ({}), so the\n\
+         neighbour sees a lower, still even rate.",
+        humantime::format_duration(RECONNECT_JITTER)
+    );
+    Ok(())
+}
+
+/// Starts a drain of `pod` and prints its progress each second until it is done.
+async fn drain_and_follow(pod: &Pod) -> anyhow::Result<()> {
     let t_stagger = Instant::now();
     admin_get(pod.admin, "POST", "/drain").await?;
     loop {
@@ -222,56 +346,5 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
-    for t in tasks {
-        let _ = t.await;
-    }
-    drop(pod);
-
-    // 2. Abrupt stop of the same clients.
-    let pod = Pod::start(app, opts.drain_window).await?;
-    let abrupt = Arc::new(Mutex::new(Run::default()));
-    let tasks = connect_all(n, &pod, &neighbour, &abrupt).await?;
-    println!("\n2/2 abrupt stop: {n} clients on a fresh pod; its process is killed");
-    let t_abrupt = Instant::now();
-    drop(pod);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-    }
-
-    // The table: reconnects per second at the neighbour.
-    let take =
-        |run: &Arc<Mutex<Run>>| std::mem::take(&mut *run.lock().unwrap_or_else(|p| p.into_inner()));
-    let (s, a) = (take(&staggered), take(&abrupt));
-    let per_second = |times: &[Instant], t0: Instant| {
-        let mut buckets = Vec::<u32>::new();
-        for t in times {
-            let sec = t.saturating_duration_since(t0).as_secs() as usize;
-            if buckets.len() <= sec {
-                buckets.resize(sec + 1, 0);
-            }
-            buckets[sec] += 1;
-        }
-        buckets
-    };
-    let sb = per_second(&s.reconnects, t_stagger);
-    let ab = per_second(&a.reconnects, t_abrupt);
-    println!("\nreconnects per second arriving at the neighbour pod:");
-    println!("  second | staggered drain | abrupt stop");
-    for i in 0..sb.len().max(ab.len()) {
-        let cell = |b: &[u32]| b.get(i).map(|v| v.to_string()).unwrap_or_default();
-        println!("  {i:>6} | {:>15} | {:>11}", cell(&sb), cell(&ab));
-    }
-    let peak = |b: &[u32]| b.iter().copied().max().unwrap_or(0);
-    let share = |codes: &[u16], code: u16| codes.iter().filter(|c| **c == code).count();
-    println!("\n  peak/s | {:>15} | {:>11}", peak(&sb), peak(&ab));
-    println!(
-        "  closes | {:>6} got 1012 | {:>4} no close frame",
-        share(&s.codes, 1012),
-        share(&a.codes, 0) + share(&a.codes, 1006)
-    );
-    println!(
-        "\nThe staggered drain sent every client a close frame (1012 + reconnect hint) and spread\n\
-         the reconnects over the window; the abrupt stop sent them all to the neighbour at once."
-    );
     Ok(())
 }
