@@ -8,6 +8,9 @@
 //! token is cached with a change check: one `stat` per request (modification time,
 //! length, inode, device: a Secret swap changes the inode), a read only when something
 //! changed, and a warning about an unusable file at most once a minute.
+//!
+//! Flow: the admin port asks [`expected`] with the configured path; the file is read in,
+//! the token goes out.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

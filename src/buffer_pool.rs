@@ -8,6 +8,9 @@
 //! Every borrowed buffer is a [`Buf`], counted in one process-wide atomic while it
 //! lives, so `wsdrain_relay_buffers_in_use` can show that idle connections really hold
 //! none (a leak or a pinned buffer shows up as a count that does not go back to 0).
+//!
+//! Flow: the relay's pumps take a [`Buf`] when a socket is readable and give it back
+//! when everything read is written; the metrics read the count.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};

@@ -10,6 +10,9 @@
 //!    `reconnect_after_ms` before reconnecting, as `clients/` shows how to);
 //!
 //! and prints, per second, how many reconnects the neighbour received in each case.
+//!
+//! Flow: flags in; child `wsdrain proxy` processes, an embedded app and clients started
+//! here; a table of reconnects per second out on stdout.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

@@ -19,6 +19,9 @@
 //! Frames that break the RFC (reserved opcodes, bad RSV bits, unmasked client frames,
 //! oversized control frames) are passed through untouched: judging them is the app's
 //! job, and Autobahn checks that the app's verdict reaches the client unchanged.
+//!
+//! Flow: bytes of one read in (from a relay pump); out, how many may be forwarded and an
+//! [`Event`] (close, pong, boundary, too big) for the relay to act on.
 
 #[cfg(test)]
 mod tests;

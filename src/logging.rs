@@ -1,4 +1,7 @@
 //! Structured logs through `tracing`, as text for people or JSON for log pipelines.
+//!
+//! Flow: `--log-format` and `--log-level` in; a global subscriber writing to stderr out
+//! (colours only on a terminal).
 
 use std::io::IsTerminal;
 

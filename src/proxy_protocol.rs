@@ -13,7 +13,10 @@
 //! Version 2 families follow the spec: TCP/UDP over IPv4 and IPv6 carry the client's
 //! address; UNSPEC (family or transport) and AF_UNIX get LOCAL semantics (the socket's
 //! own peer is used); values the spec does not define are rejected, as it requires.
-//! TLVs are skipped, up to an address block of [`V2_MAX_LEN`] bytes.
+//! TLVs are skipped, up to an address block of `V2_MAX_LEN` bytes.
+//!
+//! Flow: a fresh client socket in (`conn.rs`): its header is read and the reported
+//! address goes out; addresses in, a header's bytes out for the app connection.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +39,7 @@ const V1_MAX: usize = 107;
 const V2_MAX_LEN: usize = 4096;
 
 /// Most connections that may be inside their PROXY header at once. Each holds a
-/// descriptor, a task and up to [`V2_MAX_LEN`] bytes; without a bound, clients that
+/// descriptor, a task and up to `V2_MAX_LEN` bytes; without a bound, clients that
 /// send `PROXY ` and wait would pile up until `--handshake-timeout`.
 pub const MAX_PENDING_HEADERS: usize = 512;
 

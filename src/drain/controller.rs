@@ -5,7 +5,7 @@
 //! in one step, hands each connection its close (with a stratified reconnect hint,
 //! [`crate::hint`]) at the instant the [`Stagger`] gives it, then waits for the close
 //! handshakes until the deadline and cuts the rest. Every change it makes to the shared
-//! state goes through [`Drain::step`], so a cancelled drain changes nothing after the
+//! state goes through `Drain::step`, so a cancelled drain changes nothing after the
 //! cancel.
 
 use std::sync::Arc;

@@ -1,4 +1,7 @@
 //! `wsdrain inject` at the edge: read a file or stdin, write stdout, warnings to stderr.
+//!
+//! Flow: a file or stdin in, through [`super::inject_documents`]; the patched manifests
+//! out on stdout, warnings on stderr.
 
 use std::io::{Read, Write};
 

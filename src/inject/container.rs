@@ -4,6 +4,9 @@
 //! Kept apart from the decision logic in `mod.rs` so that what the sidecar looks like
 //! (flags, probes, security context) can be read in one place. The container args use
 //! exactly the flag names of `wsdrain proxy`.
+//!
+//! Flow: [`super::Settings`] of one pod in; the sidecar container and its volume, probes
+//! and hook out, as JSON for `mod.rs` to place.
 
 use serde_json::{Value, json};
 

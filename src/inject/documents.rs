@@ -6,6 +6,9 @@
 //! in meaning (field order is kept; YAML comments are not, as no maintained serde YAML
 //! crate keeps them). A syntax error names the document and the line, so the user can
 //! find it in a long file.
+//!
+//! Flow: text in (YAML or JSON); pod templates out to the injector, one at a time; the
+//! documents back out as text.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

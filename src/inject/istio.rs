@@ -21,6 +21,9 @@
 //! Envoy captured the port. Istio reads that annotation when it sets up the pod's
 //! traffic capture: always with the Istio CNI plugin, and with `istio-init` only when
 //! Istio's injector runs after wsdrain's (as with `wsdrain inject` in a GitOps pipeline).
+//!
+//! Flow: a pod in; out, whether it is meshed and the admin port it must use (or the
+//! reason it cannot be injected).
 
 use serde_json::{Map, Value};
 

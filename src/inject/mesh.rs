@@ -13,6 +13,9 @@
 //!   proxy's `PROXY_CONFIG` environment variable (what pilot-agent reads at start).
 //! - Linkerd: the pod annotation `config.alpha.linkerd.io/proxy-wait-before-exit-seconds`
 //!   and what Linkerd renders for it, a `preStop` sleep on `linkerd-proxy`.
+//!
+//! Flow: a pod and its drain bound in; the classic mesh proxy's wait settings written
+//! into the pod, or a warning out.
 
 use serde_json::{Map, Value, json};
 

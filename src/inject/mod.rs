@@ -7,6 +7,9 @@
 //! survive untouched. It never fails: anything it cannot do safely becomes a warning and
 //! the pod is left as it was (or the conflicting piece, such as an existing preStop, is
 //! kept).
+//!
+//! Flow: a pod and [`Settings`] in (from `command.rs` or the webhook's `review.rs`); the
+//! patched pod and warnings out.
 
 pub mod command;
 pub mod container;

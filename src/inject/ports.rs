@@ -12,6 +12,9 @@
 //! container) only from 1.32 on (kubernetes PRs 127976 and 128850); on 1.29-1.31 the
 //! classic mode (`--classic`, `wsdrain.io/classic: "true"`) is the one where takeover
 //! works. `docs/inject.md` says so.
+//!
+//! Flow: a pod in; out, the app container, the port taken over, and the renames applied
+//! to the pod.
 
 use std::collections::BTreeSet;
 

@@ -6,6 +6,9 @@
 //! annotation value must not block a rollout, so it becomes a warning and the default
 //! stays. Values are checked with the same parsers as the sidecar's own flags, so
 //! whatever passes here also starts the sidecar.
+//!
+//! Flow: the flags of `inject`/`webhook` and a pod's annotations in; one [`Settings`]
+//! per pod out, warnings for bad values.
 
 use std::time::Duration;
 

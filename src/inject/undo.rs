@@ -12,6 +12,9 @@
 //! of being "restored" into something else. Only names and scalar values are tested:
 //! the API server's defaulting adds fields (`scheme: HTTP` to a preStop `httpGet`)
 //! before a webhook sees the pod, so whole objects would never compare equal.
+//!
+//! Flow: the original and the injected pod in at injection (the record goes out as an
+//! annotation); an injected pod in at `uninject`, the original out.
 
 use serde_json::{Map, Value};
 

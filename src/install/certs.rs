@@ -6,6 +6,9 @@
 //! nobody else will make that pair, so `install` does. The CA's key is thrown away after
 //! signing: nothing in the cluster needs it, and rotation is a new `install` run
 //! (`docs/deploy.md`).
+//!
+//! Flow: the Service's name and namespace in; PEM-encoded CA, certificate and key out,
+//! into the printed Secret and `caBundle`.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

@@ -10,6 +10,8 @@
 //! puts into `caBundle`. The objects are built here rather than copied from
 //! `deploy/webhook`, so the namespace, images and flags are data, not text edits;
 //! `tests/py/test_install.py` checks both against each other and validates them.
+//!
+//! Flow: flags in; the YAML documents out on stdout.
 
 pub mod certs;
 

@@ -2,7 +2,10 @@
 //! `wsdrain_upgrades_rejected_total{reason}`: one list each, so every series exists at
 //! 0 from the first scrape (alerts on `rate()` need the series before the first
 //! error), nobody can count under a misspelt kind, and the README's tables are checked
-//! against these lists by a test (`tests/cli.rs`).
+//! against these lists by a test (`tests/readme_tables.rs`).
+//!
+//! Flow: every part of the sidecar names what it counts with these; `metrics.rs` turns them
+//! into label values.
 
 /// What went wrong, as counted in `websocket_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

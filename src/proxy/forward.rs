@@ -10,6 +10,9 @@
 //! a fresh connection, as RFC 9112 §9.3.1 allows, instead of becoming a 502 from a
 //! healthy app. Any other failure (refused, timed out, an unparsable answer) is not
 //! retried.
+//!
+//! Flow: a request from the HTTP front end in; to the app through the pooled client (or
+//! the one retry); the app's answer back out to the client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

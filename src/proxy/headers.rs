@@ -11,6 +11,9 @@
 //! `X-Forwarded-For` is appended to, so the chain from the ingress survives;
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set only when absent, because the
 //! ingress in front knows the original scheme and host better than the sidecar.
+//!
+//! Flow: a request's target and headers in, changed in place by the two paths before
+//! they go to the app.
 
 use std::net::SocketAddr;
 

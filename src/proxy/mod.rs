@@ -1,11 +1,11 @@
 //! The HTTP/1.1 front end: serves client connections with hyper and sends each request
-//! down one of two paths — a WebSocket upgrade ([`upgrade`]) or a plain HTTP request
-//! ([`forward`]).
+//! down one of two paths — a WebSocket upgrade (`upgrade`) or a plain HTTP request
+//! (`forward`).
 //!
 //! Flow: accepted sockets come in from the listener ([`crate::accept`]), get their
 //! addresses ([`crate::conn::accept_client`]) and are served by hyper; an upgrade leaves
 //! through [`crate::conn::relay_connection`] after the 101, a plain request through the
-//! pooled client to the app. Headers towards the app are shaped in [`headers`].
+//! pooled client to the app. Headers towards the app are shaped in `headers`.
 
 mod forward;
 mod headers;

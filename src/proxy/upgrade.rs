@@ -8,6 +8,10 @@
 //! forwarded as strictly as a plain one: origin form, hop-by-hop headers removed, and
 //! the app offered `websocket` alone (`headers::prepare_upgrade`). A 101 that does not
 //! switch to `websocket` gets the client a 502: only WebSocket bytes are ever framed.
+//!
+//! Flow: an upgrade request in from the HTTP front end; registered, sent to the app on a
+//! connection of its own; the app's answer back out; after a 101 the two raw sockets go
+//! to [`crate::conn::relay_connection`].
 
 use std::sync::Arc;
 

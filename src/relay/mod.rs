@@ -3,11 +3,11 @@
 //!
 //! This module is the choreography: it decides *when* each side gets a close, a ping or
 //! a FIN, and when a connection is over. The data itself never passes through here.
-//! One task per connection drives two [`Pump`]s (see [`pump`]), one per direction, over
+//! One task per connection drives two `Pump`s (see `pump`), one per direction, over
 //! the same pair of sockets: client → app and app → client. Commands come in from the
-//! drain scheduler through the [`ConnHandle`]; [`PumpEvent`]s come up from the pumps
+//! drain scheduler through the [`ConnHandle`]; `PumpEvent`s come up from the pumps
 //! (a close frame seen, our frame written, an EOF, a broken socket); decisions go back
-//! down as the pumps' flags and as [`Injection`]s — frames of wsdrain's own that a pump
+//! down as the pumps' flags and as `Injection`s — frames of wsdrain's own that a pump
 //! puts on the wire at a frame boundary, the close frame with the reconnect hint among
 //! them, without ever cutting a frame in half. What comes out is an [`Ending`].
 //!

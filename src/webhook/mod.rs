@@ -7,6 +7,9 @@
 //! namespaces labelled `wsdrain.io/inject=enabled` (the API server knows the label
 //! through its `namespaceSelector`, so the webhook needs no API access to look
 //! namespaces up) and `/mutate` elsewhere, where the pod's own annotation decides. TLS follows cert-manager's rotations (`tls.rs`).
+//!
+//! Flow: HTTPS connections in from the shared accept loop; AdmissionReviews in, through
+//! [`review`] and the injector; JSON Patches out.
 
 pub mod metrics;
 pub mod review;

@@ -9,6 +9,9 @@
 //! started with. A pair that does not load (say the key was renewed but the certificate
 //! not yet) leaves the last good configuration in place and is tried again on the next
 //! connection.
+//!
+//! Flow: the certificate and key files in; a rustls server configuration out, for each
+//! new connection.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
