@@ -8,7 +8,7 @@
 # Counts per round trip (independent of how loaded the machine is; how experiments are
 # decided, see docs/performance.md "Counting per round trip"):
 #   benches/profile.sh count callgrind|strace|sched [BINARY]
-# BINARY defaults to target/release/wsdrain. Needs `cargo build --release --example rt_driver`.
+# BINARY defaults to target/release/wsdrain; KEEP=FILE keeps the callgrind dump. Needs `cargo build --release --example rt_driver`.
 # The driver opens CONNS (50) WebSockets, warms each up, then the counters are zeroed and
 # N (20000) SIZE-byte (64) echo round trips run; the figure printed is the count / N.
 # callgrind: user-space instructions (valgrind); strace: syscalls by name (strace -c -f);
@@ -52,7 +52,9 @@ if [ "${1:-}" = count ]; then
     callgrind) callgrind_control -d $P >/dev/null 2>&1 || echo "callgrind_control -d failed" >&2
       for _ in $(seq 300); do grep -qs '^totals:' "$tmp"/cg.out.* && break; sleep 0.1; done
       tot=$(awk '/^totals:/ {t=$2} END {print t}' "$tmp"/cg.out.*)
-      echo "instructions per round trip: $((tot / N)) (total $tot, $N round trips)" ;;
+      echo "instructions per round trip: $((tot / N)) (total $tot, $N round trips)"
+      # KEEP=file keeps the dump for callgrind_annotate.
+      if [ -n "${KEEP:-}" ]; then cp "$(ls "$tmp"/cg.out.* | tail -1)" "$KEEP"; fi ;;
     strace) kill -INT $S; wait $S || true
       awk -v n="$N" 'NR>2 && $0 !~ /^-/ && NF>=5 {c=$4; name=$NF; printf "%-16s %8.2f per round trip\n", name, c/n}' "$tmp/strace.txt" ;;
     sched) read -r c1 n1 < <(sched)
