@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsdrain::cli::{Cli, Command};
-use wsdrain::{demo, drain_client, inject, logging, sidecar, webhook, workers};
+use wsdrain::{demo, drain_client, inject, logging, sidecar, webhook};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // Read TOKIO_WORKER_THREADS ourselves: tokio panics on a bad value.
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers::thread_count()?)
+        .worker_threads(wsdrain::workers::thread_count()?)
         .enable_all()
         .build()?)
 }
