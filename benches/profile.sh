@@ -4,7 +4,65 @@
 #   benches/profile.sh strace  wsdrain|relay|haproxy   # syscall counts, 3 s
 # Needs `cargo bench --no-run --bench proxies` first (the echo app and load generator are
 # hidden modes of the proxies bench binary); perf from Debian's linux-perf, strace.
+#
+# Counts per round trip (independent of how loaded the machine is; how experiments are
+# decided, see docs/performance.md "Counting per round trip"):
+#   benches/profile.sh count callgrind|strace|sched [BINARY]
+# BINARY defaults to target/release/wsdrain; KEEP=FILE keeps the callgrind dump. Needs `cargo build --release --example rt_driver`.
+# The driver opens CONNS (50) WebSockets, warms each up, then the counters are zeroed and
+# N (20000) SIZE-byte (64) echo round trips run; the figure printed is the count / N.
+# callgrind: user-space instructions (valgrind); strace: syscalls by name (strace -c -f);
+# sched: context switches and on-CPU ns of all the proxy's threads (/proc/PID/task/*).
 set -euo pipefail
+if [ "${1:-}" = count ]; then
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
+  how=${2:?callgrind, strace or sched} W=${3:-$CARGO_TARGET_DIR/release/wsdrain}
+  D=$CARGO_TARGET_DIR/release/examples/rt_driver
+  N=${N:-20000} CONNS=${CONNS:-50} SIZE=${SIZE:-64}
+  ulimit -n "$(ulimit -Hn)"
+  fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+  PA=$(fp) PP=$(fp) PAD=$(fp)
+  tmp=$(mktemp -d)
+  "$D" echo "$PA" & APP=$!
+  pre=()
+  [ "$how" = callgrind ] && pre=(valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" -q)
+  "${pre[@]}" "$W" proxy --listen "127.0.0.1:$PP" --upstream "127.0.0.1:$PA" --admin "127.0.0.1:$PAD" \
+     --log-level warn --max-connections 9000 & P=$!
+  trap 'kill -KILL $P 2>/dev/null; kill $APP 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+  for _ in $(seq 600); do
+    python3 -c "import socket,sys;socket.create_connection(('127.0.0.1',$PP),0.2)" 2>/dev/null && break; sleep 0.1
+  done
+  mkfifo "$tmp/gate"
+  "$D" load "$PP" "$CONNS" "$N" "$SIZE" --gate < "$tmp/gate" > "$tmp/load.txt" & L=$!
+  exec 3>"$tmp/gate"
+  for _ in $(seq 1200); do grep -q warm "$tmp/load.txt" && break; sleep 0.1; done
+  sched() { # context switches, on-CPU ns: summed over the proxy's threads
+    cat /proc/$P/task/*/status | awk '/ctxt_switches/ {c+=$2} END {printf "%d ", c}'
+    cat /proc/$P/task/*/schedstat | awk '{n+=$1} END {print n}'
+  }
+  case $how in
+    callgrind) callgrind_control -z $P >/dev/null 2>&1 || echo "callgrind_control -z failed" >&2 ;;
+    strace) strace -c -f -p $P -o "$tmp/strace.txt" & S=$!; sleep 1 ;;
+    sched) read -r c0 n0 < <(sched) ;;
+  esac
+  echo go >&3
+  wait $L
+  cat "$tmp/load.txt" | grep done
+  case $how in
+    callgrind) callgrind_control -d $P >/dev/null 2>&1 || echo "callgrind_control -d failed" >&2
+      for _ in $(seq 300); do grep -qs '^totals:' "$tmp"/cg.out.* && break; sleep 0.1; done
+      tot=$(awk '/^totals:/ {t=$2} END {print t}' "$tmp"/cg.out.*)
+      echo "instructions per round trip: $((tot / N)) (total $tot, $N round trips)"
+      # KEEP=file keeps the dump for callgrind_annotate.
+      if [ -n "${KEEP:-}" ]; then cp "$(ls "$tmp"/cg.out.* | tail -1)" "$KEEP"; fi ;;
+    strace) kill -INT $S; wait $S || true
+      awk -v n="$N" 'NR>2 && $0 !~ /^-/ && NF>=5 {c=$4; name=$NF; printf "%-16s %8.2f per round trip\n", name, c/n}' "$tmp/strace.txt" ;;
+    sched) read -r c1 n1 < <(sched)
+      echo "context switches per round trip: $(python3 -c "print(round(($c1-$c0)/$N,3))")"
+      echo "proxy on-CPU us per round trip: $(python3 -c "print(round(($n1-$n0)/$N/1000,2))")" ;;
+  esac
+  exit 0
+fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
 B=$(ls -t "$CARGO_TARGET_DIR"/release/deps/proxies-* | grep -v '\.d$' | head -1)
 W=$CARGO_TARGET_DIR/release/wsdrain

@@ -33,3 +33,4 @@ pub mod state;
 pub mod tcp_mode;
 pub mod values;
 pub mod webhook;
+pub mod workers;

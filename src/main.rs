@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(opts) => {
             logging::init(&opts.log);
-            finish(runtime().and_then(|rt| rt.block_on(sidecar::run(opts))))
+            finish(control_runtime().and_then(|rt| rt.block_on(sidecar::run(opts))))
         }
         Command::Drain(opts) => {
             finish(runtime().and_then(|rt| rt.block_on(drain_client::run(opts))))
@@ -40,7 +40,18 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Read TOKIO_WORKER_THREADS ourselves: tokio panics on a bad value.
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(wsdrain::workers::thread_count()?)
+        .enable_all()
+        .build()?)
+}
+
+/// `wsdrain proxy`'s main thread: the acceptor, the admin port, the drain and the exit
+/// logic. Connections run on the data-path threads `sidecar::run` starts
+/// (`wsdrain::workers`), one single-threaded runtime each.
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }

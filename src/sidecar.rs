@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::cli::{Mode, ProxyOptions};
 use crate::drain::{self, Drain};
 use crate::state::Sidecar;
-use crate::{admin, heap_trim, proxy, rebalance, signals, sockets, tcp_mode};
+use crate::{admin, heap_trim, proxy, rebalance, signals, sockets, tcp_mode, workers};
 
 /// Runs the sidecar until a signal-triggered drain is over.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
@@ -24,6 +24,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     let sidecar = Sidecar::new(&opts);
     drop(opts);
     let exit = signals::install(sidecar.drain.clone())?;
+    let data_threads = workers::start(workers::thread_count()?)?.len();
     let settings = &sidecar.settings;
     match settings.mode {
         Mode::Http => tokio::spawn(proxy::serve(sidecar.clone(), client_listener)),
@@ -40,6 +41,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
         listen = %settings.listen,
         upstream = %settings.upstream,
         admin = %settings.admin,
+        data_threads,
         "wsdrain proxy ready"
     );
 

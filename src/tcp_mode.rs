@@ -28,14 +28,11 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
         move || sidecar.metrics.error(ErrorKind::Accept)
     };
     let upstream_log = Arc::new(LogLimit::new());
-    crate::accept::serve(listener, "listen", on_error, |stream, peer| {
+    crate::workers::serve(listener, "listen", on_error, move |stream, peer| {
         let id = sidecar.connections.next_id();
         let sidecar = sidecar.clone();
         let upstream_log = upstream_log.clone();
-        tokio::spawn(
-            serve_one(sidecar, stream, peer, id, upstream_log)
-                .instrument(info_span!("conn", id, %peer)),
-        );
+        serve_one(sidecar, stream, peer, id, upstream_log).instrument(info_span!("conn", id, %peer))
     })
     .await;
 }

@@ -40,13 +40,13 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
         let sidecar = sidecar.clone();
         move || sidecar.metrics.error(ErrorKind::Accept)
     };
-    crate::accept::serve(listener, "listen", on_error, |mut stream, peer| {
+    crate::workers::serve(listener, "listen", on_error, move |mut stream, peer| {
         let id = sidecar.connections.next_id();
         let span = info_span!("conn", id, %peer);
         let sidecar = sidecar.clone();
         let client = client.clone();
         let server = server.clone();
-        tokio::spawn(
+        {
             async move {
                 let Some(addrs) = accept_client(&sidecar, &mut stream, peer).await else {
                     return;
@@ -66,8 +66,8 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
                     debug!(error = %e, "client connection ended with an error");
                 }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        }
     })
     .await;
 }
