@@ -1,20 +1,37 @@
 //! The echo app: a minimal, allocation-light WebSocket echo server, run as a child
 //! process of the bench binary (`<bench> __echo-app PORT`).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::frames::{header_value, parse_frame, push_header, read_head, unmask};
 use super::process::addr;
 
+/// The echo app on 127.0.0.1:`port`, the app behind every contender.
 pub async fn echo_app(port: u16) {
-    let listener = TcpListener::bind(addr(port)).await.expect("bind echo app");
+    echo_app_at(addr(port), None).await
+}
+
+/// Data messages whose payload starts with this tag are counted by an app started with
+/// a counter, so a bench can tell how many of its clients' messages the apps received
+/// (probes and other traffic do not carry it).
+pub const COUNTED_TAG: &[u8; 4] = b"RSEQ";
+
+/// The echo app on any address (the rollout bench gives each pod its own loopback
+/// address); with `received`, it counts the tagged data messages it read.
+pub async fn echo_app_at(at: SocketAddr, received: Option<Arc<AtomicU64>>) {
+    let listener = TcpListener::bind(at).await.expect("bind echo app");
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
+        let received = received.clone();
         tokio::spawn(async move {
-            let _ = echo_conn(sock).await;
+            let _ = echo_conn(sock, received).await;
         });
     }
 }
@@ -37,7 +54,7 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 128 * 1024]);
 }
 
-async fn echo_conn(mut sock: TcpStream) -> std::io::Result<()> {
+async fn echo_conn(mut sock: TcpStream, received: Option<Arc<AtomicU64>>) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
     let mut inbuf = accept_upgrade(&mut sock).await?;
     let mut out: Vec<u8> = Vec::new();
@@ -61,7 +78,14 @@ async fn echo_conn(mut sock: TcpStream) -> std::io::Result<()> {
                     closing = true;
                     0x8
                 }
-                other => other,
+                other => {
+                    if let Some(r) = &received
+                        && payload.starts_with(COUNTED_TAG)
+                    {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other
+                }
             };
             if reply_op != 0xFF {
                 push_header(&mut out, 0x80 | reply_op, plen, None);
