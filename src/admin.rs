@@ -3,10 +3,16 @@
 //! `GET /metrics`, `GET /healthz`, `GET /readyz` (503 while draining or when the app does
 //! not accept TCP), `POST /drain`, `GET /drain` (JSON status), `GET /prestop` (starts a
 //! drain and answers only when it is over: what a kubelet `httpGet` preStop hook calls,
-//! so the app container outlives every client), `POST /shed?count=N` (closes N
-//! connections over the drain window). State-changing endpoints require
+//! so the app container outlives every client), `DELETE /drain` (cancels a drain an
+//! operator started), `POST /shed?count=N` (closes N connections over the drain
+//! window). Every answer is built after the request took effect, from the drain's own
+//! state. State-changing endpoints require
 //! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
 //! every such request, so a rotated token takes effect without a restart.
+//!
+//! Flow: requests come in from the admin listener ([`crate::accept`]); reads go to the
+//! metrics, the registry and [`crate::drain::Drain::status`]; writes go out as drain
+//! triggers, cancels and [`crate::rebalance::shed`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,31 +28,21 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use crate::body::{Body, plain, response};
-use crate::drain::Trigger;
-use crate::log_limit::LogLimit;
-use crate::proxy::Shared;
+use crate::drain::{Source, Trigger};
+use crate::metrics::ErrorKind;
+use crate::state::Sidecar;
 
 /// Serves the admin port until the process ends.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+pub async fn serve(shared: Arc<Sidecar>, listener: TcpListener) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                // EMFILE and friends: counted, logged at most once a second, and backed
-                // off so a listener that stays readable does not turn into a busy loop.
-                shared.metrics.error("admin_accept");
-                static LIMIT: LogLimit = LogLimit::new();
-                if let Some(folded) = LIMIT.allow() {
-                    warn!(error = %e, folded, "admin accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let on_error = {
+        let shared = shared.clone();
+        move || shared.metrics.error(ErrorKind::AdminAccept)
+    };
+    crate::accept::serve(listener, "admin", on_error, |stream, _| {
         let shared = shared.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
@@ -58,7 +54,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 debug!(error = %e, "admin connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
@@ -66,8 +63,8 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     response(status, "application/json", body + "\n")
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let open = || shared.connections.len();
+async fn route(shared: Arc<Sidecar>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let drain = &shared.drain;
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => response(
             StatusCode::OK,
@@ -76,33 +73,44 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         ),
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => readyz(&shared).await,
-        (&Method::GET, "/drain") => json(StatusCode::OK, &shared.drain.status(open())),
+        (&Method::GET, "/drain") => json(StatusCode::OK, &drain.status()),
         (&Method::POST, "/drain") => match authorize(&shared, &req) {
             Err(resp) => *resp,
             Ok(()) => {
-                shared.drain.trigger(Trigger::Graceful, "POST /drain");
-                json(StatusCode::ACCEPTED, &shared.drain.status(open()))
+                drain.trigger(Trigger::Graceful, Source::Operator);
+                json(StatusCode::ACCEPTED, &drain.status())
             }
+        },
+        (&Method::DELETE, "/drain") => match authorize(&shared, &req) {
+            Err(resp) => *resp,
+            Ok(()) => match drain.cancel() {
+                Ok(()) => json(StatusCode::OK, &drain.status()),
+                Err(why) => plain(StatusCode::CONFLICT, why.to_string()),
+            },
         },
         (&Method::GET, "/prestop") => match authorize(&shared, &req) {
             Err(resp) => *resp,
             Ok(()) => {
-                let _waiter = shared.drain.prestop_waiter();
-                shared.drain.trigger(Trigger::Graceful, "GET /prestop");
-                shared.drain.wait_done().await;
-                json(StatusCode::OK, &shared.drain.status(open()))
+                let _waiter = drain.prestop_waiter();
+                drain.trigger(Trigger::Graceful, Source::Prestop);
+                drain.wait_done_or_cancelled().await;
+                json(StatusCode::OK, &drain.status())
             }
         },
         (&Method::POST, "/shed") => match authorize(&shared, &req) {
             Err(resp) => *resp,
             Ok(()) => match shed_count(req.uri().query()) {
+                Some(_) if drain.is_draining() => plain(
+                    StatusCode::CONFLICT,
+                    "a drain is under way; it closes every connection",
+                ),
                 Some(count) => {
                     let shedding = crate::rebalance::shed(&shared, count);
                     json(
                         StatusCode::ACCEPTED,
                         &serde_json::json!({
-                            "shedding": shedding,
-                            "window_ms": shared.opts.drain.drain_window.as_millis() as u64,
+                            "shedding": shedding.count,
+                            "window_ms": u64::try_from(shedding.length.as_millis()).unwrap_or(u64::MAX),
                         }),
                     )
                 }
@@ -117,7 +125,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /drain, /prestop",
+            "not found: try /metrics, /healthz, /readyz, /drain, /prestop, /shed",
         ),
     };
     Ok(resp)
@@ -130,7 +138,7 @@ fn shed_count(query: Option<&str>) -> Option<usize> {
         .and_then(|n| n.parse().ok())
 }
 
-async fn readyz(shared: &Shared) -> Response<Body> {
+async fn readyz(shared: &Sidecar) -> Response<Body> {
     if shared.drain.is_draining() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
@@ -142,8 +150,8 @@ async fn readyz(shared: &Shared) -> Response<Body> {
 
 /// Checks that the app accepts TCP within 1 s, and records the answer in
 /// `wsdrain_upstream_up`.
-pub async fn probe_upstream(shared: &Shared) -> Result<(), String> {
-    let upstream = shared.opts.upstream;
+pub async fn probe_upstream(shared: &Sidecar) -> Result<(), String> {
+    let upstream = shared.settings.upstream;
     let result = match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!(
@@ -158,8 +166,8 @@ pub async fn probe_upstream(shared: &Shared) -> Result<(), String> {
 }
 
 /// Checks the bearer token when a token file is configured.
-fn authorize(shared: &Shared, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
-    let Some(path) = &shared.opts.admin_token_file else {
+fn authorize(shared: &Sidecar, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    let Some(path) = &shared.settings.admin_token_file else {
         return Ok(());
     };
     let expected = match std::fs::read_to_string(path) {

@@ -1,5 +1,7 @@
 //! The one response body type the proxy and the admin port hand to hyper: either the
 //! app's streamed body or a small body of wsdrain's own.
+//!
+//! Flow: built by the proxy's handlers, the admin port and the webhook; consumed by hyper.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};

@@ -3,12 +3,22 @@
 //! Every flag has an environment twin `WSDRAIN_<FLAG_NAME>` so the same settings work
 //! from a pod spec's `env:` and from a shell. Values are checked here, at the edge, so
 //! the layers below receive plain, valid data.
+//!
+//! Flow: argv and `WSDRAIN_*` in, parsed by [`crate::values`]; the structs out to
+//! `main.rs`, which hands each verb its own (the proxy converts its flags once, in
+//! `state.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::values::{
+    parse_close_code, parse_drain_phase, parse_duration, parse_header_size, parse_jitter,
+    parse_keepalive, parse_positive_rate, parse_quantity, parse_rate, parse_size, parse_timeout,
+    parse_token,
+};
 
 /// wsdrain: a WebSocket sidecar that ends reconnect storms.
 #[derive(Debug, Parser)]
@@ -72,22 +82,22 @@ pub enum Mode {
 #[derive(Debug, Clone, Args)]
 pub struct DrainFlags {
     /// Announce phase of a drain: /readyz is 503, traffic is still served.
-    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_drain_phase)]
     pub drain_delay: Duration,
     /// Window over which the open connections are closed, evenly spread.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_drain_phase)]
     pub drain_window: Duration,
     /// Most closes per second during a drain (stretches the window); 0 = no limit.
     #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub drain_max_rate: f64,
     /// After the window, time left for close handshakes before the rest is cut.
-    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_drain_phase)]
     pub close_timeout: Duration,
     /// Close code sent to clients when draining (1012 = Service Restart).
     #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
     pub close_code: u16,
     /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
-    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_jitter)]
     pub reconnect_jitter: Duration,
 }
 
@@ -113,17 +123,17 @@ pub struct ProxyOptions {
     #[arg(long, env = "WSDRAIN_MAX_HEADER_SIZE", default_value = "16KiB", value_parser = parse_header_size)]
     pub max_header_size: usize,
     /// Time a client has to send its request head, and the app to answer an upgrade.
-    #[arg(long, env = "WSDRAIN_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub handshake_timeout: Duration,
     /// Largest WebSocket message relayed (either direction); larger ends the connection
     /// with close 1009. 0 = no limit.
     #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_message_size: u64,
     /// Time the app has to answer a plain HTTP request with its response head; then 504.
-    #[arg(long, env = "WSDRAIN_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
     pub response_timeout: Duration,
     /// Time to wait for the app to accept a TCP connection.
-    #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
     /// Drain timing and close frames.
     #[command(flatten)]
@@ -153,10 +163,10 @@ pub struct ProxyOptions {
     #[arg(long, env = "WSDRAIN_PING_INTERVAL", default_value = "0", value_parser = parse_duration)]
     pub ping_interval: Duration,
     /// Close a client that sends nothing (not even a pong) this long after a ping.
-    #[arg(long, env = "WSDRAIN_PING_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_PING_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub ping_timeout: Duration,
     /// TCP keepalive idle time on client and app sockets; 0 = off.
-    #[arg(long, env = "WSDRAIN_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_keepalive)]
     pub tcp_keepalive: Duration,
     /// Logging.
     #[command(flatten)]
@@ -208,16 +218,16 @@ pub struct InjectDefaults {
     #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
     pub max_message_size: u64,
     /// CPU request of the sidecar (a Kubernetes quantity); empty for none.
-    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m", value_parser = crate::inject::settings::parse_quantity)]
+    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m", value_parser = parse_quantity)]
     pub cpu_request: String,
     /// Memory request of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi", value_parser = crate::inject::settings::parse_quantity)]
+    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi", value_parser = parse_quantity)]
     pub memory_request: String,
     /// CPU limit of the sidecar; empty (the default) for none, as throttling adds latency.
-    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "", value_parser = crate::inject::settings::parse_quantity)]
+    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "", value_parser = parse_quantity)]
     pub cpu_limit: String,
     /// Memory limit of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi", value_parser = crate::inject::settings::parse_quantity)]
+    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi", value_parser = parse_quantity)]
     pub memory_limit: String,
     /// Tokio worker threads of the sidecar (env TOKIO_WORKER_THREADS in the container),
     /// so a sidecar on a 64-core node does not start 64 threads.
@@ -266,7 +276,7 @@ pub struct WebhookOptions {
     #[arg(long, env = "WSDRAIN_TLS_KEY")]
     pub tls_key: PathBuf,
     /// After SIGTERM, time the webhook keeps serving while its endpoint is removed.
-    #[arg(long, env = "WSDRAIN_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_timeout)]
     pub shutdown_delay: Duration,
     /// What to inject.
     #[command(flatten)]
@@ -276,19 +286,6 @@ pub struct WebhookOptions {
     pub log: LogOptions,
 }
 
-/// An admin token must be usable verbatim in an `Authorization: Bearer` header and a
-/// pod annotation: 16 to 256 characters from `A-Za-z0-9-._~+/=`.
-pub fn parse_token(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    let ok_chars = s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._~+/=".contains(c));
-    if !(16..=256).contains(&s.len()) || !ok_chars {
-        return Err("expected 16 to 256 characters from A-Z a-z 0-9 - . _ ~ + / =".into());
-    }
-    Ok(s.to_string())
-}
-
 /// Settings of `wsdrain demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoOptions {
@@ -296,71 +293,6 @@ pub struct DemoOptions {
     #[arg(long, env = "WSDRAIN_CLIENTS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     pub clients: u32,
     /// Drain window of the staggered run.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "10s", value_parser = parse_drain_phase)]
     pub drain_window: Duration,
-}
-
-/// Parses a human duration (`30s`, `500ms`, `1m`, or `0`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("expected a duration such as 30s or 500ms ({e})"))
-}
-
-/// Parses a byte size: a number with an optional KiB/MiB/GiB (or K/M/G) suffix.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "expected a size such as 65536, 64KiB or 16MiB".to_string())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "K" | "KB" | "KiB" | "k" => 1 << 10,
-        "M" | "MB" | "MiB" => 1 << 20,
-        "G" | "GB" | "GiB" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| "size is too large".to_string())
-}
-
-fn parse_header_size(s: &str) -> Result<usize, String> {
-    let n = parse_size(s)?;
-    if !(8192..=1 << 20).contains(&n) {
-        return Err("must be between 8KiB and 1MiB".into());
-    }
-    Ok(n as usize)
-}
-
-/// Parses a close rate: a finite number of closes per second, 0 for no limit.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err("expected a number of closes per second, 0 for no limit".into()),
-    }
-}
-
-fn parse_positive_rate(s: &str) -> Result<f64, String> {
-    match parse_rate(s) {
-        Ok(r) if r > 0.0 => Ok(r),
-        _ => Err("expected a positive number of closes per second".into()),
-    }
-}
-
-/// Close codes an endpoint may send (RFC 6455 §7.4): 1000-1003, 1007-1014, 3000-4999.
-pub fn parse_close_code(s: &str) -> Result<u16, String> {
-    let code: u16 = s
-        .trim()
-        .parse()
-        .map_err(|_| "expected a close code such as 1012".to_string())?;
-    match code {
-        1000..=1003 | 1007..=1014 | 3000..=4999 => Ok(code),
-        _ => Err(format!(
-            "{code} may not be sent in a close frame (use 1000-1003, 1007-1014 or 3000-4999)"
-        )),
-    }
 }

@@ -4,6 +4,11 @@
 //! A relay task owns its sockets; everything else talks to it through a
 //! [`ConnHandle`]: an atomic command word plus a waker, so telling 50,000 relays to
 //! close costs no channel per connection and an idle relay stays a few bytes.
+//!
+//! Flow: the upgrade path (and TCP mode) registers a connection before contacting the
+//! app; the drain seals the registry and takes its list in one critical section; the
+//! drain, `/shed` and `--max-connection-age` send commands through the handles; the
+//! relay reads them; dropping the [`Registration`] when the relay ends removes it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -24,6 +29,49 @@ pub enum Command {
     Abort,
 }
 
+/// Why a relay was asked to close: every close is counted once, under its cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The drain's schedule.
+    Drain,
+    /// `POST /shed`.
+    Shed,
+    /// `--max-connection-age`.
+    MaxAge,
+}
+
+/// The command word of a [`ConnHandle`]: one atomic byte, so 50,000 idle relays cost
+/// no channel each. A close never replaces another close; an abort replaces anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Word {
+    None = 0,
+    CloseDrain = 1,
+    CloseShed = 2,
+    CloseMaxAge = 3,
+    Abort = 4,
+}
+
+impl Word {
+    fn from_u8(v: u8) -> Word {
+        match v {
+            0 => Word::None,
+            1 => Word::CloseDrain,
+            2 => Word::CloseShed,
+            3 => Word::CloseMaxAge,
+            _ => Word::Abort,
+        }
+    }
+
+    fn close(reason: CloseReason) -> Word {
+        match reason {
+            CloseReason::Drain => Word::CloseDrain,
+            CloseReason::Shed => Word::CloseShed,
+            CloseReason::MaxAge => Word::CloseMaxAge,
+        }
+    }
+}
+
 /// The outside's grip on one relay.
 #[derive(Debug)]
 pub struct ConnHandle {
@@ -37,28 +85,52 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// Asks the relay to close gracefully with the reconnect hint `hint_ms`.
-    /// A later or stronger command wins; a close never downgrades an abort.
-    pub fn close(&self, hint_ms: u32) {
+    /// Asks the relay to close gracefully with the reconnect hint `hint_ms`, for
+    /// `reason`. Returns false when a close or an abort was asked for already (the
+    /// first cause keeps the close, and is the one counted).
+    pub fn close(&self, reason: CloseReason, hint_ms: u32) -> bool {
         self.hint_ms.store(hint_ms, Ordering::Relaxed);
-        let _ = self
+        let asked = self
             .command
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire);
-        self.waker.wake();
+            .compare_exchange(
+                Word::None as u8,
+                Word::close(reason) as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if asked {
+            self.waker.wake();
+        }
+        asked
     }
 
     /// Asks the relay to drop its sockets now.
     pub fn abort(&self) {
-        self.command.store(2, Ordering::Release);
+        self.command.store(Word::Abort as u8, Ordering::Release);
         self.waker.wake();
+    }
+
+    fn word(&self) -> Word {
+        Word::from_u8(self.command.load(Ordering::Acquire))
     }
 
     /// The command given so far.
     pub fn command(&self) -> Command {
-        match self.command.load(Ordering::Acquire) {
-            0 => Command::None,
-            1 => Command::Close,
-            _ => Command::Abort,
+        match self.word() {
+            Word::None => Command::None,
+            Word::CloseDrain | Word::CloseShed | Word::CloseMaxAge => Command::Close,
+            Word::Abort => Command::Abort,
+        }
+    }
+
+    /// Why the relay was asked to close, if it was (`None` also after an abort).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match self.word() {
+            Word::CloseDrain => Some(CloseReason::Drain),
+            Word::CloseShed => Some(CloseReason::Shed),
+            Word::CloseMaxAge => Some(CloseReason::MaxAge),
+            Word::None | Word::Abort => None,
         }
     }
 
@@ -69,12 +141,29 @@ impl ConnHandle {
     }
 }
 
+/// Why a connection could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `--max-connections` are open.
+    Full,
+    /// The drain has taken its list of connections to close: a connection registered
+    /// now would be in no schedule, so it is refused instead (503 before the upgrade).
+    Sealed,
+}
+
 /// All open WebSocket connections of this process.
 #[derive(Debug, Default)]
 pub struct Connections {
-    map: Mutex<HashMap<u64, Arc<ConnHandle>>>,
+    map: Mutex<Registry>,
     next_id: AtomicU64,
     emptied: Notify,
+}
+
+/// The open connections and whether a drain has sealed the set.
+#[derive(Debug, Default)]
+struct Registry {
+    open: HashMap<u64, Arc<ConnHandle>>,
+    sealed: bool,
 }
 
 /// Removes its connection from the registry when dropped (the relay ended).
@@ -89,8 +178,8 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let now_empty = {
             let mut map = self.registry.lock();
-            map.remove(&self.handle.id);
-            map.is_empty()
+            map.open.remove(&self.handle.id);
+            map.open.is_empty()
         };
         if now_empty {
             self.registry.emptied.notify_waiters();
@@ -104,26 +193,31 @@ impl Connections {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnHandle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers connection `id` if fewer than `max` are open.
-    pub fn register(self: &Arc<Self>, id: u64, max: usize) -> Option<Registration> {
+    /// Registers connection `id` unless `max` are open or the drain has sealed the
+    /// registry. Both checks happen under the registry's lock, so a connection is either
+    /// refused or in the snapshot [`Connections::seal`] hands the drain; never neither.
+    pub fn register(self: &Arc<Self>, id: u64, max: usize) -> Result<Registration, Refused> {
         let handle = Arc::new(ConnHandle {
             id,
             opened: Instant::now(),
-            command: AtomicU8::new(0),
+            command: AtomicU8::new(Word::None as u8),
             hint_ms: AtomicU32::new(0),
             waker: AtomicWaker::new(),
         });
         let mut map = self.lock();
-        if map.len() >= max {
-            return None;
+        if map.sealed {
+            return Err(Refused::Sealed);
         }
-        map.insert(id, handle.clone());
-        Some(Registration {
+        if map.open.len() >= max {
+            return Err(Refused::Full);
+        }
+        map.open.insert(id, handle.clone());
+        Ok(Registration {
             registry: self.clone(),
             handle,
         })
@@ -131,7 +225,7 @@ impl Connections {
 
     /// Number of open connections.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().open.len()
     }
 
     /// True when no connection is open.
@@ -139,9 +233,33 @@ impl Connections {
         self.len() == 0
     }
 
-    /// Handles of every open connection, for the drain scheduler.
+    /// Handles of every open connection (rebalancing, the drain deadline).
     pub fn snapshot(&self) -> Vec<Arc<ConnHandle>> {
-        self.lock().values().cloned().collect()
+        self.lock().open.values().cloned().collect()
+    }
+
+    /// Seals the registry for a drain and returns the connections the drain is to
+    /// close: every open one not already asked to close (those are closing for their own
+    /// reason). From now on [`Connections::register`] refuses, in the same critical
+    /// section, so no connection slips between the snapshot and the refusal.
+    pub fn seal(&self) -> Vec<Arc<ConnHandle>> {
+        let mut map = self.lock();
+        map.sealed = true;
+        map.open
+            .values()
+            .filter(|h| h.command() == Command::None)
+            .cloned()
+            .collect()
+    }
+
+    /// Lifts the seal (a cancelled drain): new connections are welcome again.
+    pub fn unseal(&self) {
+        self.lock().sealed = false;
+    }
+
+    /// True while a drain has the registry sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.lock().sealed
     }
 
     /// Resolves once no connection is open.
@@ -155,5 +273,39 @@ impl Connections {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_registry_refuses_and_the_seal_lists_every_connection_before_it() {
+        let conns = Arc::new(Connections::default());
+        let a = conns.register(1, 10).expect("open");
+        let b = conns.register(2, 10).expect("open");
+        assert!(b.handle.close(CloseReason::Shed, 5));
+        let sealed = conns.seal();
+        // The shed connection is closing for its own reason; the drain takes the rest.
+        assert_eq!(sealed.iter().map(|h| h.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(conns.register(3, 10).err(), Some(Refused::Sealed));
+        conns.unseal();
+        assert!(conns.register(4, 10).is_ok());
+        drop((a, b));
+    }
+
+    #[test]
+    fn the_first_close_wins_and_an_abort_overrides() {
+        let conns = Arc::new(Connections::default());
+        let r = conns.register(1, 1).expect("open");
+        assert_eq!(conns.register(2, 1).err(), Some(Refused::Full));
+        assert!(r.handle.close(CloseReason::MaxAge, 1));
+        assert!(!r.handle.close(CloseReason::Drain, 2));
+        assert_eq!(r.handle.close_reason(), Some(CloseReason::MaxAge));
+        assert_eq!(r.handle.command(), Command::Close);
+        r.handle.abort();
+        assert_eq!(r.handle.command(), Command::Abort);
+        assert!(!r.handle.close(CloseReason::Drain, 2));
     }
 }

@@ -191,7 +191,7 @@ async fn connect_all(
 
 /// Runs the demo and prints the comparison.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    crate::sidecar::raise_fd_limit();
+    crate::sockets::raise_fd_limit();
     let n = opts.clients;
     let app = start_app().await?;
     println!("wsdrain demo: {n} clients, an echo app, a pod going away and its neighbour.\n");

@@ -1,6 +1,8 @@
 //! `wsdrain drain`: asks a running sidecar to drain, for `exec` preStop hooks and for
 //! operators. With `--wait` it follows `GET /drain` until the phase is `done`, showing
 //! progress when stderr is a terminal.
+//!
+//! Flow: flags in; HTTP out to a sidecar's admin port; an exit code back to the shell.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;

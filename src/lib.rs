@@ -3,16 +3,19 @@
 //! The binary's verbs live in `main.rs`; this library holds the parts, each in a module
 //! named for the one thing it does.
 
+pub mod accept;
 pub mod admin;
 pub mod body;
 pub mod buffer_pool;
 pub mod cli;
+pub mod conn;
 pub mod connections;
 pub mod demo;
 pub mod drain;
 pub mod drain_client;
 pub mod frame_tracker;
 pub mod heap_trim;
+pub mod hint;
 pub mod inject;
 pub mod log_limit;
 pub mod logging;
@@ -24,5 +27,7 @@ pub mod relay;
 pub mod sidecar;
 pub mod signals;
 pub mod sockets;
+pub mod state;
 pub mod tcp_mode;
+pub mod values;
 pub mod webhook;

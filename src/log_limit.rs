@@ -4,6 +4,8 @@
 //! that logs each one floods the node's log pipeline exactly when people read it. Each
 //! call site gets a [`LogLimit`]: the first event of a second is logged, with how many
 //! were folded since; every event is still counted in the metrics.
+//!
+//! Flow: a call site asks [`LogLimit::allow`] before it logs; nothing else goes in or out.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

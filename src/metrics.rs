@@ -3,7 +3,14 @@
 //! The HPA adapter rule, the alerts and the dashboard under `deploy/` query these exact
 //! names, so they are a contract. Label children used on the hot path are resolved
 //! once here; a relay adds its counts with one atomic add per read, not per frame.
+//! Label values of errors and rejections come from the enums in `metrics/kinds.rs`.
+//!
+//! Flow: every part of the sidecar writes counts in through [`Metrics`]; the admin
+//! port's `/metrics` reads them out as Prometheus text.
 
+mod kinds;
+
+pub use kinds::{ErrorKind, Rejection};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -66,150 +73,153 @@ pub struct Metrics {
     pub upstream_up: IntGauge,
 }
 
+/// Registers `metric` in `registry` and hands it back. Names are fixed and unique in
+/// this file, so registration cannot fail at run time; a clash is a bug caught by every
+/// test that builds `Metrics`.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: C,
+) -> C {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are fixed and unique");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    registered(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), label).expect("valid metric"),
+    )
+}
+
 impl Metrics {
-    /// Creates and registers all metrics, plus process metrics on Linux.
+    /// Creates and registers all metrics, plus process metrics on Linux. Every error
+    /// kind and rejection reason starts at 0, so its series exists before it happens.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(c)
-                .expect("metric names are fixed and unique");
-        };
-        let active = IntGauge::new(
+        let r = &registry;
+        let active = gauge(
+            r,
             "websocket_connections_active",
             "WebSocket connections open through this sidecar.",
-        )
-        .expect("valid metric");
-        reg(Box::new(active.clone()));
-        let total = IntCounter::new(
+        );
+        let total = counter(
+            r,
             "websocket_connections_total",
             "WebSocket connections established (101 relayed).",
-        )
-        .expect("valid metric");
-        reg(Box::new(total.clone()));
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "websocket_messages_total",
-                "WebSocket data messages relayed.",
-            ),
+        );
+        let messages = counter_vec(
+            r,
+            "websocket_messages_total",
+            "WebSocket data messages relayed.",
             &["direction"],
-        )
-        .expect("valid metric");
-        reg(Box::new(messages.clone()));
-        let bytes = IntCounterVec::new(
-            Opts::new(
-                "websocket_bytes_total",
-                "WebSocket bytes relayed (frames on the wire).",
-            ),
+        );
+        let bytes = counter_vec(
+            r,
+            "websocket_bytes_total",
+            "WebSocket bytes relayed (frames on the wire).",
             &["direction"],
-        )
-        .expect("valid metric");
-        reg(Box::new(bytes.clone()));
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "wsdrain_dropped_frames_total",
-                "Data frames not delivered because the receiving side had already closed.",
-            ),
+        );
+        let dropped = counter_vec(
+            r,
+            "wsdrain_dropped_frames_total",
+            "Data frames not delivered because the receiving side had already closed.",
             &["direction"],
-        )
-        .expect("valid metric");
-        reg(Box::new(dropped.clone()));
-        let errors = IntCounterVec::new(
-            Opts::new("websocket_errors_total", "Errors by kind."),
-            &["kind"],
-        )
-        .expect("valid metric");
-        reg(Box::new(errors.clone()));
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "websocket_connection_duration_seconds",
-                "Lifetime of WebSocket connections.",
+        );
+        let errors = counter_vec(r, "websocket_errors_total", "Errors by kind.", &["kind"]);
+        for kind in ErrorKind::ALL {
+            errors.with_label_values(&[kind.as_str()]);
+        }
+        let duration = registered(
+            r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "websocket_connection_duration_seconds",
+                    "Lifetime of WebSocket connections.",
+                )
+                .buckets(vec![
+                    0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+                ]),
             )
-            .buckets(vec![
-                0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
-            ]),
-        )
-        .expect("valid metric");
-        reg(Box::new(duration.clone()));
-        let closes = IntCounterVec::new(
-            Opts::new(
-                "websocket_close_total",
-                "WebSocket connections closed, by first close code and who sent it (client, app, proxy).",
-            ),
+            .expect("valid metric"),
+        );
+        let closes = counter_vec(
+            r,
+            "websocket_close_total",
+            "WebSocket connections closed, by first close code and who sent it (client, app, proxy).",
             &["code", "initiator"],
-        )
-        .expect("valid metric");
-        reg(Box::new(closes.clone()));
-        let draining =
-            IntGauge::new("wsdrain_draining", "1 while the sidecar drains.").expect("valid metric");
-        reg(Box::new(draining.clone()));
-        let drain_remaining = IntGauge::new(
+        );
+        let draining = gauge(r, "wsdrain_draining", "1 while the sidecar drains.");
+        let drain_remaining = gauge(
+            r,
             "wsdrain_drain_remaining_connections",
             "Connections still open during a drain.",
-        )
-        .expect("valid metric");
-        reg(Box::new(drain_remaining.clone()));
-        let drain_closed = IntCounter::new(
+        );
+        let drain_closed = counter(
+            r,
             "wsdrain_drain_closed_total",
             "Connections closed by a drain.",
-        )
-        .expect("valid metric");
-        reg(Box::new(drain_closed.clone()));
-        let upgrades_rejected = IntCounterVec::new(
-            Opts::new(
-                "wsdrain_upgrades_rejected_total",
-                "WebSocket upgrades that did not become connections, by reason: wsdrain's own refusals, or app (the app answered other than 101).",
-            ),
+        );
+        let upgrades_rejected = counter_vec(
+            r,
+            "wsdrain_upgrades_rejected_total",
+            "WebSocket upgrades (TCP mode: connections) that did not become connections, by reason: wsdrain's own refusals, or app (the app answered other than 101).",
             &["reason"],
-        )
-        .expect("valid metric");
-        reg(Box::new(upgrades_rejected.clone()));
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "wsdrain_http_requests_total",
-                "Plain HTTP requests proxied, by status class.",
-            ),
+        );
+        for reason in Rejection::ALL {
+            upgrades_rejected.with_label_values(&[reason.as_str()]);
+        }
+        let http_requests = counter_vec(
+            r,
+            "wsdrain_http_requests_total",
+            "Plain HTTP requests proxied, by status class.",
             &["code"],
-        )
-        .expect("valid metric");
-        reg(Box::new(http_requests.clone()));
-        let drain_progress = Gauge::new(
-            "wsdrain_drain_progress_ratio",
-            "Share of the connections open at stagger start that are closed.",
-        )
-        .expect("valid metric");
-        reg(Box::new(drain_progress.clone()));
-        let rebalanced = IntCounterVec::new(
-            Opts::new(
-                "wsdrain_rebalance_closed_total",
-                "Connections asked to close to rebalance load (max_age, shed).",
-            ),
+        );
+        let drain_progress = registered(
+            r,
+            Gauge::new(
+                "wsdrain_drain_progress_ratio",
+                "Share of the connections open at stagger start that are closed.",
+            )
+            .expect("valid metric"),
+        );
+        let rebalanced = counter_vec(
+            r,
+            "wsdrain_rebalance_closed_total",
+            "Connections asked to close to rebalance load (max_age, shed).",
             &["reason"],
-        )
-        .expect("valid metric");
-        reg(Box::new(rebalanced.clone()));
-        let max_connections = IntGauge::new(
+        );
+        let max_connections = gauge(
+            r,
             "wsdrain_max_connections",
             "The configured --max-connections.",
-        )
-        .expect("valid metric");
-        reg(Box::new(max_connections.clone()));
-        let upstream_up = IntGauge::new(
+        );
+        let upstream_up = gauge(
+            r,
             "wsdrain_upstream_up",
             "1 when the app accepted TCP at the last attempt (each /readyz check and each connection opened to it).",
-        )
-        .expect("valid metric");
-        reg(Box::new(upstream_up.clone()));
+        );
         #[cfg(target_os = "linux")]
-        reg(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
 
         let direction = |d: &str| DirectionMetrics {
             messages: messages.with_label_values(&[d]),
             bytes: bytes.with_label_values(&[d]),
             dropped_frames: dropped.with_label_values(&[d]),
-            violations: errors.with_label_values(&["protocol_violation"]),
+            violations: errors.with_label_values(&[ErrorKind::ProtocolViolation.as_str()]),
         };
         Metrics {
             client_to_app: direction(CLIENT_TO_APP),
@@ -232,9 +242,21 @@ impl Metrics {
         }
     }
 
-    /// Counts an error of a fixed `kind`.
-    pub fn error(&self, kind: &'static str) {
-        self.errors.with_label_values(&[kind]).inc();
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// Counts an upgrade (TCP mode: a connection) refused for `reason`.
+    pub fn rejected(&self, reason: Rejection) {
+        self.upgrades_rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a close asked for to rebalance load (`max_age` or `shed`).
+    pub fn rebalance_close(&self, reason: &'static str) {
+        self.rebalanced.with_label_values(&[reason]).inc();
     }
 
     /// Counts a close by its first close frame.
@@ -250,6 +272,12 @@ impl Metrics {
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

@@ -5,6 +5,9 @@
 //! jitter) with the drain's close frame and reconnect hint, at most `--rebalance-rate`
 //! per second; `POST /shed?count=N` closes N random connections spread over the drain
 //! window. Both reuse the relay's graceful close and the drain scheduler.
+//!
+//! Flow: reads the registry's handles and the drain plan; writes close commands (with
+//! hints from [`crate::hint`]) into the handles and counts in the metrics.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +15,10 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use tracing::info;
 
-use crate::connections::{Command, ConnHandle};
-use crate::drain::scheduler;
-use crate::proxy::Shared;
-use crate::relay::draw_hint;
+use crate::connections::{CloseReason, Command, ConnHandle};
+use crate::drain::scheduler::Stagger;
+use crate::hint;
+use crate::state::Sidecar;
 
 /// The extra age of connection `id`, spread evenly over `[0, jitter]` and stable for
 /// the connection's life (no per-connection state needed).
@@ -25,52 +28,64 @@ fn jitter_for(id: u64, jitter: Duration) -> Duration {
 }
 
 /// Closes connections past their age, at a bounded rate, until the process ends.
-/// Stops retiring once a drain has started (the drain closes everything anyway).
-pub async fn retire_old_connections(shared: Arc<Shared>) {
-    let opts = &shared.opts;
+/// Pauses while a drain is under way (the drain closes everything anyway) and resumes
+/// if an operator cancels it.
+pub async fn retire_old_connections(sidecar: Arc<Sidecar>) {
+    let settings = &sidecar.settings;
+    let jitter = sidecar.drain.settings().reconnect_jitter;
     let tick = Duration::from_millis(100);
     let mut budget = 0.0f64;
     let mut ticker = tokio::time::interval(tick);
     loop {
         ticker.tick().await;
-        if shared.drain.is_draining() {
-            return;
+        if sidecar.drain.is_draining() {
+            budget = 0.0;
+            continue;
         }
         // No saving up while nothing is due: at most one tick's worth (plus one) at once.
-        let per_tick = opts.rebalance_rate * tick.as_secs_f64();
+        let per_tick = settings.rebalance_rate * tick.as_secs_f64();
         budget = (budget + per_tick).min(per_tick + 1.0);
         if budget < 1.0 {
             continue;
         }
         let now = Instant::now();
-        let mut due: Vec<Arc<ConnHandle>> = shared
+        let mut due: Vec<Arc<ConnHandle>> = sidecar
             .connections
             .snapshot()
             .into_iter()
             .filter(|h| {
                 h.command() == Command::None
                     && now.duration_since(h.opened)
-                        >= opts.max_connection_age
-                            + jitter_for(h.id, opts.max_connection_age_jitter)
+                        >= settings.max_connection_age
+                            + jitter_for(h.id, settings.max_connection_age_jitter)
             })
             .collect();
         due.sort_by_key(|h| h.opened);
         for handle in due.iter().take(budget as usize) {
-            handle.close(draw_hint(opts.drain.reconnect_jitter));
-            shared
-                .metrics
-                .rebalanced
-                .with_label_values(&["max_age"])
-                .inc();
+            // A steady stream of closes: hints from the low-discrepancy sequence.
+            if handle.close(CloseReason::MaxAge, hint::next_in_sequence(jitter)) {
+                sidecar.metrics.rebalance_close("max_age");
+            }
             budget -= 1.0;
         }
     }
 }
 
-/// Closes `count` random open connections spread over the drain window. Returns how
-/// many will be closed.
-pub fn shed(shared: &Arc<Shared>, count: usize) -> usize {
-    let mut handles: Vec<_> = shared
+/// What `POST /shed` started.
+#[derive(Debug, Clone, Copy)]
+pub struct Shedding {
+    /// Connections that will be closed.
+    pub count: usize,
+    /// How long the closes are spread over (the drain window, stretched by
+    /// `--drain-max-rate`).
+    pub length: Duration,
+}
+
+/// Closes `count` random open connections, paced like the drain (its window and rate,
+/// its stratified hints). A drain supersedes a shed: once one starts, the shed stops
+/// and the drain closes the rest under its own name.
+pub fn shed(sidecar: &Arc<Sidecar>, count: usize) -> Shedding {
+    let mut handles: Vec<_> = sidecar
         .connections
         .snapshot()
         .into_iter()
@@ -79,28 +94,27 @@ pub fn shed(shared: &Arc<Shared>, count: usize) -> usize {
     handles.shuffle(&mut rand::rng());
     handles.truncate(count);
     let n = handles.len();
-    let window = shared.opts.drain.drain_window;
-    info!(connections = n, ?window, "shedding connections");
-    let shared = shared.clone();
+    let plan = sidecar.drain.settings().clone();
+    let mut stagger = Stagger::new(n, plan.window, plan.max_rate);
+    let length = stagger.length();
+    info!(connections = n, ?length, "shedding connections");
+    let sidecar = sidecar.clone();
     tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        let max_rate = shared.opts.drain.drain_max_rate;
-        let mut pacer =
-            scheduler::Pacer::new(n, scheduler::stagger_length(n, window, max_rate), start);
-        for (handle, at) in
-            handles
-                .iter()
-                .zip(scheduler::plan(n, window, shared.opts.drain.drain_max_rate))
-        {
-            tokio::time::sleep_until(start + at).await;
-            if let Some(at) = pacer.as_mut().map(|p| p.next(tokio::time::Instant::now())) {
-                tokio::time::sleep_until(at).await;
+        while let Some(i) = stagger.wait_turn().await {
+            if sidecar.drain.is_draining() {
+                info!(
+                    left = stagger.remaining() + 1,
+                    "shedding stopped: a drain took over"
+                );
+                return;
             }
-            handle.close(draw_hint(shared.opts.drain.reconnect_jitter));
-            shared.metrics.rebalanced.with_label_values(&["shed"]).inc();
+            let hint_ms = hint::stratified(i, n, plan.reconnect_jitter);
+            if handles[i].close(CloseReason::Shed, hint_ms) {
+                sidecar.metrics.rebalance_close("shed");
+            }
         }
     });
-    n
+    Shedding { count: n, length }
 }
 
 #[cfg(test)]

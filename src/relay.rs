@@ -33,10 +33,10 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::debug;
 
-use crate::buffer_pool;
 use crate::connections::{Command, ConnHandle};
 use crate::frame_tracker::{Event, FrameTracker, StopAt, close_frame, control_payload, ping_frame};
-use crate::metrics::{DirectionMetrics, Metrics};
+use crate::metrics::{DirectionMetrics, ErrorKind, Metrics};
+use crate::{buffer_pool, hint};
 
 /// How long a scheduled close waits for the end of a fragmented message before it goes
 /// in between two fragments (which RFC 6455 §5.4 allows for control frames).
@@ -78,17 +78,6 @@ pub enum Ending {
     TimedOut,
     /// Aborted from outside (drain deadline or forced shutdown).
     Aborted,
-}
-
-/// The reason string of a close frame carrying the reconnect hint.
-pub fn hint_reason(hint_ms: u32) -> String {
-    format!("{{\"reconnect_after_ms\":{hint_ms}}}")
-}
-
-/// A random reconnect hint in `[0, jitter]` milliseconds.
-pub fn draw_hint(jitter: Duration) -> u32 {
-    let max = u32::try_from(jitter.as_millis()).unwrap_or(u32::MAX);
-    rand::random_range(0..=max)
 }
 
 /// Relays between `client` and `app` until both are done. `client_early` and `app_early`
@@ -221,7 +210,7 @@ impl Relay<'_> {
             return;
         }
         let code = self.settings.close_code;
-        let frame = close_frame(code, &hint_reason(hint_ms), None);
+        let frame = close_frame(code, &hint::reason(hint_ms), None);
         self.a2c.want_inject(frame, code, StopAt::MessageEnd);
         self.timer = Some(Box::pin(tokio::time::sleep(MESSAGE_BOUNDARY_WAIT)));
         self.timer_is_linger = false;
@@ -242,7 +231,7 @@ impl Relay<'_> {
             return;
         }
         if self.ping_outstanding {
-            self.metrics.error("ping_timeout");
+            self.metrics.error(ErrorKind::PingTimeout);
             self.ping_timer = None;
             self.record_close(None, "proxy");
             self.a2c.abandon();
@@ -339,7 +328,7 @@ impl Relay<'_> {
                 }
             }
             PumpEvent::TooBig => {
-                self.metrics.error("message_too_big");
+                self.metrics.error(ErrorKind::MessageTooBig);
                 self.close_client(GOING_AWAY, "");
                 self.close_app(MESSAGE_TOO_BIG);
                 self.arm_linger();
@@ -353,17 +342,18 @@ impl Relay<'_> {
                 // The app went away without a close frame: crash, OOM kill, exit.
                 self.c2a.abandon();
                 if self.a2c.tracker.at_frame_boundary() {
-                    self.metrics.error("app_gone");
-                    let hint = draw_hint(self.settings.reconnect_jitter);
-                    self.close_client(self.settings.close_code, &hint_reason(hint));
+                    self.metrics.error(ErrorKind::AppGone);
+                    // Closes one by one with no count known: the low-discrepancy sequence.
+                    let hint = hint::next_in_sequence(self.settings.reconnect_jitter);
+                    self.close_client(self.settings.close_code, &hint::reason(hint));
                 } else {
-                    self.metrics.error("app_gone_mid_frame");
+                    self.metrics.error(ErrorKind::AppGoneMidFrame);
                     self.a2c.shutdown_after_flush = true;
                 }
             }
             PumpEvent::WriteError => {
                 // The client's socket broke: nothing more can reach it.
-                self.metrics.error("client_reset");
+                self.metrics.error(ErrorKind::ClientReset);
                 self.a2c.abandon();
                 self.close_app(GOING_AWAY);
                 self.c2a.shutdown_after_flush = true;
@@ -397,7 +387,7 @@ impl Relay<'_> {
                 self.arm_linger();
             }
             PumpEvent::TooBig => {
-                self.metrics.error("message_too_big");
+                self.metrics.error(ErrorKind::MessageTooBig);
                 self.close_client(MESSAGE_TOO_BIG, "");
                 self.close_app(GOING_AWAY);
                 self.arm_linger();
@@ -411,7 +401,7 @@ impl Relay<'_> {
                     return;
                 }
                 // The client vanished without a close frame: tell the app properly.
-                self.metrics.error("client_gone");
+                self.metrics.error(ErrorKind::ClientGone);
                 self.a2c.abandon();
                 if self.c2a.tracker.at_frame_boundary() {
                     self.close_app(GOING_AWAY);

@@ -1,79 +1,54 @@
 //! `wsdrain proxy`: wires the client listener, the admin port, the drain controller and
 //! the signal handlers into one process, and decides when it exits.
 //!
-//! The process exits 0 once a signal-triggered drain is over, and never later than
-//! delay + stagger + close timeout + 1 s after the signal.
+//! After a signal the process exits 0 once the drain is over, and never later than the
+//! drain's own deadline (the one `GET /drain` reports, moved as the drain learns how
+//! many connections it has) plus [`drain::EXIT_GRACE`]. The state every task shares is
+//! built once in [`Sidecar::new`]; this file only starts the tasks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::timeout;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cli::Mode;
-use crate::cli::ProxyOptions;
-use crate::drain::{self, Drain, DrainSettings, scheduler};
-use crate::metrics::Metrics;
-use crate::proxy::{self, Shared};
-use crate::{admin, heap_trim, rebalance, signals, sockets, tcp_mode};
+use crate::cli::{Mode, ProxyOptions};
+use crate::drain::{self, Drain};
+use crate::state::Sidecar;
+use crate::{admin, heap_trim, proxy, rebalance, signals, sockets, tcp_mode};
 
 /// Runs the sidecar until a signal-triggered drain is over.
 pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     let client_listener = sockets::bind(opts.listen, "listen")?;
     let admin_listener = sockets::bind(opts.admin, "admin")?;
     warn_about_fd_limit(opts.max_connections);
-    let metrics = Metrics::new();
-    let drain_state = Arc::new(Drain::default());
-    let exit = signals::install(drain_state.clone())?;
-    let settings = DrainSettings {
-        delay: opts.drain.drain_delay,
-        window: opts.drain.drain_window,
-        max_rate: opts.drain.drain_max_rate,
-        close_timeout: opts.drain.close_timeout,
-        reconnect_jitter: opts.drain.reconnect_jitter,
+    let sidecar = Sidecar::new(&opts);
+    drop(opts);
+    let exit = signals::install(sidecar.drain.clone())?;
+    let settings = &sidecar.settings;
+    match settings.mode {
+        Mode::Http => tokio::spawn(proxy::serve(sidecar.clone(), client_listener)),
+        Mode::Tcp => tokio::spawn(tcp_mode::serve(sidecar.clone(), client_listener)),
     };
-    let shared = Shared::new(opts, metrics.clone(), drain_state.clone());
-    match shared.opts.mode {
-        Mode::Http => tokio::spawn(proxy::serve(shared.clone(), client_listener)),
-        Mode::Tcp => tokio::spawn(tcp_mode::serve(shared.clone(), client_listener)),
-    };
-    shared
-        .metrics
-        .max_connections
-        .set(i64::from(shared.opts.max_connections));
-    if !shared.opts.max_connection_age.is_zero() {
-        tokio::spawn(rebalance::retire_old_connections(shared.clone()));
+    if !settings.max_connection_age.is_zero() {
+        tokio::spawn(rebalance::retire_old_connections(sidecar.clone()));
     }
-    tokio::spawn(admin::serve(shared.clone(), admin_listener));
-    heap_trim::start(shared.metrics.clone());
-    tokio::spawn(drain::run(
-        drain_state.clone(),
-        shared.connections.clone(),
-        settings.clone(),
-        metrics,
-    ));
+    tokio::spawn(admin::serve(sidecar.clone(), admin_listener));
+    heap_trim::start(sidecar.metrics.clone());
+    tokio::spawn(drain::run(sidecar.drain.clone()));
     info!(
-        mode = ?shared.opts.mode,
-        listen = %shared.opts.listen,
-        upstream = %shared.opts.upstream,
-        admin = %shared.opts.admin,
+        mode = ?settings.mode,
+        listen = %settings.listen,
+        upstream = %settings.upstream,
+        admin = %settings.admin,
         "wsdrain proxy ready"
     );
 
     let mut exit = exit;
     let _ = exit.wait_for(|signalled| *signalled).await;
-    let open = shared.connections.len();
-    let bound = settings.delay
-        + scheduler::stagger_length(open, settings.window, settings.max_rate)
-        + settings.close_timeout
-        + Duration::from_secs(1);
-    let exit_by = tokio::time::Instant::now() + bound;
-    if timeout(bound, drain_state.wait_done()).await.is_err() {
-        warn!(?bound, "drain did not finish in time; exiting anyway");
-    }
+    let exit_by = wait_for_drain(&sidecar.drain).await;
     // Let pending /prestop callers (the kubelet's hook) get their answer.
     let answered = async {
-        while drain_state.prestop_pending() {
+        while sidecar.drain.prestop_pending() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -83,36 +58,34 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises the soft open-file limit to the hard limit (what Go and nginx do too): every
-/// WebSocket costs two descriptors and the default soft limit is often 1024. Returns
-/// the soft limit in force afterwards.
-pub fn raise_fd_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
+/// Waits until the drain is over, or its deadline plus [`drain::EXIT_GRACE`] has passed,
+/// following the deadline as it moves. Returns the instant the process must be gone by.
+async fn wait_for_drain(drain: &Drain) -> Instant {
+    loop {
+        let exit_by = drain
+            .deadline()
+            .map_or_else(Instant::now, |d| d + drain::EXIT_GRACE);
+        tokio::select! {
+            _ = drain.wait_done() => return exit_by,
+            _ = drain.deadline_changed() => continue,
+            _ = tokio::time::sleep_until(exit_by) => {
+                // The deadline may have moved just now; only a deadline that stood is final.
+                if drain.deadline().is_some_and(|d| d + drain::EXIT_GRACE > Instant::now()) {
+                    continue;
+                }
+                warn!("drain did not finish by its deadline; exiting anyway");
+                return exit_by;
             }
         }
     }
-    Some(lim.rlim_cur)
 }
 
 /// Each WebSocket takes two descriptors (client and app); say so at start-up when the
 /// limit cannot hold `--max-connections`.
 fn warn_about_fd_limit(max_connections: u32) {
-    let Some(soft) = raise_fd_limit() else { return };
+    let Some(soft) = sockets::raise_fd_limit() else {
+        return;
+    };
     let needed = u64::from(max_connections) * 2 + 64;
     if soft < needed {
         warn!(

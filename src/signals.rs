@@ -4,6 +4,9 @@
 //! everything at once. A signal also means "exit when the drain is over", which a drain
 //! started over HTTP does not: after `/prestop` the sidecar stays up, drained, until
 //! the kubelet sends it SIGTERM (native sidecars stop after the app).
+//!
+//! Flow: signals in on a thread of their own; drain triggers out, and a watch that
+//! tells `sidecar.rs` to exit once the drain is over.
 
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use signal_hook::iterator::Signals;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::drain::{Drain, Trigger};
+use crate::drain::{Drain, Source, Trigger};
 
 /// Installs the handlers. The returned receiver turns true at the first signal.
 pub fn install(drain: Arc<Drain>) -> anyhow::Result<watch::Receiver<bool>> {
@@ -41,7 +44,7 @@ pub fn install(drain: Arc<Drain>) -> anyhow::Result<watch::Receiver<bool>> {
                         Trigger::Immediate
                     }
                 };
-                drain.trigger(how, name);
+                drain.trigger(how, Source::Signal);
                 tx.send_replace(true);
             }
         })

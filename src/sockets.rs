@@ -5,6 +5,9 @@
 //! bind at once while old connections linger in TIME_WAIT. Relayed streams get
 //! `TCP_NODELAY` (frames are small and latency-bound) and TCP keepalive, so a peer
 //! that vanished without a FIN is noticed even when nobody pings.
+//!
+//! Flow: addresses in, listeners out (`sidecar.rs`, the webhook); streams in, tuned in
+//! place (`conn.rs`, the plain-HTTP retry).
 
 use std::net::SocketAddr;
 
@@ -46,4 +49,30 @@ pub fn tune(stream: &TcpStream, keepalive: Duration) {
             .with_interval((keepalive / 3).max(Duration::from_secs(1)));
         let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
     }
+}
+
+/// Raises the soft open-file limit to the hard limit (what Go and nginx do too): every
+/// WebSocket costs two descriptors and the default soft limit is often 1024. Returns
+/// the soft limit in force afterwards.
+pub fn raise_fd_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
 }

@@ -5,6 +5,9 @@
 //! (half-close) at its scheduled time, and the app side is closed after the client's
 //! own FIN or the close timeout. Over `--max-connections` or during the stagger a new
 //! connection is closed at once (nothing can be said to it at this layer).
+//!
+//! Flow: sockets in from [`crate::accept`]; each is registered in the registry, given
+//! an app connection and relayed through [`crate::conn`], like a WebSocket after its 101.
 
 use std::sync::Arc;
 
@@ -12,67 +15,71 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::conn::{accept_client, connect_app, relay_connection};
+use crate::connections::Refused;
 use crate::log_limit::LogLimit;
-use crate::proxy::{Shared, relay_connection};
+use crate::metrics::{ErrorKind, Rejection};
+use crate::state::Sidecar;
 
 /// Accepts client connections until the process ends.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                shared.metrics.error("accept");
-                if let Some(folded) = crate::proxy::ACCEPT_LOG.allow() {
-                    warn!(error = %e, folded, "accept failed");
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let id = shared.connections.next_id();
-        let shared = shared.clone();
+pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
+    let on_error = {
+        let sidecar = sidecar.clone();
+        move || sidecar.metrics.error(ErrorKind::Accept)
+    };
+    let upstream_log = Arc::new(LogLimit::new());
+    crate::accept::serve(listener, "listen", on_error, |stream, peer| {
+        let id = sidecar.connections.next_id();
+        let sidecar = sidecar.clone();
+        let upstream_log = upstream_log.clone();
         tokio::spawn(
-            async move {
-                let Some(client) = shared.accept_client(&mut stream, peer).await else {
-                    return;
-                };
-                let rejected = |reason: &str| {
-                    shared
-                        .metrics
-                        .upgrades_rejected
-                        .with_label_values(&[reason])
-                        .inc();
-                    debug!(reason, "connection refused");
-                };
-                if shared.drain.rejects_upgrades() {
-                    return rejected("draining");
-                }
-                let max = shared.opts.max_connections as usize;
-                let Some(registration) = shared.connections.register(id, max) else {
-                    return rejected("max_connections");
-                };
-                let app = match shared.connect_app(client).await {
-                    Ok(app) => app,
-                    Err(why) => {
-                        shared.metrics.error("upstream_connect");
-                        static LIMIT: LogLimit = LogLimit::new();
-                        if let Some(folded) = LIMIT.allow() {
-                            warn!(upstream = %shared.opts.upstream, folded, "connection refused: upstream {why}");
-                        }
-                        return rejected("upstream_unavailable");
-                    }
-                };
-                relay_connection(
-                    &shared,
-                    registration,
-                    stream,
-                    Bytes::new(),
-                    app,
-                    Bytes::new(),
-                )
-                .await;
-            }
-            .instrument(info_span!("conn", id, %peer)),
+            serve_one(sidecar, stream, peer, id, upstream_log)
+                .instrument(info_span!("conn", id, %peer)),
         );
-    }
+    })
+    .await;
+}
+
+/// One TCP connection: limits, the app connection, the relay.
+async fn serve_one(
+    sidecar: Arc<Sidecar>,
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    id: u64,
+    upstream_log: Arc<LogLimit>,
+) {
+    let Some(client) = accept_client(&sidecar, &mut stream, peer).await else {
+        return;
+    };
+    let rejected = |reason: Rejection| {
+        sidecar.metrics.rejected(reason);
+        debug!(reason = reason.as_str(), "connection refused");
+    };
+    let registration = match sidecar
+        .connections
+        .register(id, sidecar.settings.max_connections)
+    {
+        Ok(registration) => registration,
+        Err(Refused::Sealed) => return rejected(Rejection::Draining),
+        Err(Refused::Full) => return rejected(Rejection::MaxConnections),
+    };
+    let app = match connect_app(&sidecar, client).await {
+        Ok(app) => app,
+        Err(why) => {
+            sidecar.metrics.error(ErrorKind::UpstreamConnect);
+            if let Some(folded) = upstream_log.allow() {
+                warn!(upstream = %sidecar.settings.upstream, folded, "connection refused: upstream {why}");
+            }
+            return rejected(Rejection::UpstreamUnavailable);
+        }
+    };
+    relay_connection(
+        &sidecar,
+        registration,
+        stream,
+        Bytes::new(),
+        app,
+        Bytes::new(),
+    )
+    .await;
 }

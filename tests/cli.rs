@@ -50,6 +50,32 @@ fn bad_values_name_the_flag_on_one_line() {
             vec![("WSDRAIN_UPSTREAM", "x:y")],
             "--upstream",
         ),
+        // Values the drain does arithmetic on are range-checked where they are parsed.
+        (
+            vec!["proxy", "--drain-max-rate", "1e-300"],
+            vec![],
+            "--drain-max-rate",
+        ),
+        (
+            vec!["proxy"],
+            vec![("WSDRAIN_DRAIN_WINDOW", "100000h")],
+            "at most 24h",
+        ),
+        (
+            vec!["proxy", "--reconnect-jitter", "2h"],
+            vec![],
+            "--reconnect-jitter",
+        ),
+        (
+            vec!["proxy", "--tcp-keepalive", "10h"],
+            vec![],
+            "--tcp-keepalive",
+        ),
+        (
+            vec!["proxy", "--rebalance-rate", "0"],
+            vec![],
+            "--rebalance-rate",
+        ),
     ] {
         let (code, _, stderr) = run(&args, &env);
         assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
@@ -81,4 +107,46 @@ fn a_busy_port_is_one_clear_error() {
         stderr.contains(&format!("binding the listen address {addr}")),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_out_of_range_annotation_is_a_warning_and_the_default_stays() {
+    use std::io::Write;
+    let pod = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: chat
+  annotations:
+    wsdrain.io/inject: "true"
+    wsdrain.io/drain-max-rate: "1e-300"
+    wsdrain.io/drain-window: "100000h"
+spec:
+  containers:
+    - name: app
+      image: chat:1
+      ports:
+        - name: http
+          containerPort: 8080
+"#;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsdrain"))
+        .args(["inject", "--token", "a-token-of-sixteen-chars"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(pod.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("inject");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("wsdrain.io/drain-max-rate"), "{stderr}");
+    assert!(stderr.contains("wsdrain.io/drain-window"), "{stderr}");
+    assert!(stdout.contains("- --drain-max-rate=0\n"), "{stdout}");
+    assert!(stdout.contains("- --drain-window=30s\n"), "{stdout}");
 }

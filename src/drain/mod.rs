@@ -1,27 +1,36 @@
-//! The drain controller: the phases a pod goes through when it is going away.
+//! The drain: the phases a pod goes through when it is going away, and the state the
+//! rest of the sidecar reads while it happens.
 //!
 //! Announce (`--drain-delay`): `/readyz` turns 503 at once so the endpoint is removed,
-//! while traffic still arriving is served. Stagger (`--drain-window`): new upgrades are
-//! refused and every open connection is closed at its own instant, chosen by the
-//! [`scheduler`]. Deadline (`--close-timeout` after the stagger): whatever is still open
-//! is cut. Triggering again is harmless; an immediate trigger (second SIGTERM, SIGQUIT)
-//! skips the waiting and closes everything at once.
+//! while traffic still arriving is served. Stagger (`--drain-window`): the registry is
+//! sealed (new upgrades are refused) and every open connection is closed at its own
+//! instant, chosen by the [`scheduler`]. Deadline (`--close-timeout` after the stagger):
+//! whatever is still open is cut. Triggering again is harmless; an immediate trigger
+//! (second SIGTERM, SIGQUIT) skips the waiting and closes everything at once; a drain
+//! that no signal and no kubelet started can be cancelled (`DELETE /drain`).
+//!
+//! Flow: triggers come in from the signal thread and the admin port ([`Drain::trigger`],
+//! [`Drain::cancel`]); the [`controller`] task runs the phases and sends close commands
+//! through the connection handles; relays report their end through
+//! [`Drain::connection_ended`]; the admin port and the exit logic read [`Drain::status`]
+//! and [`Drain::deadline`] — one deadline, the one the process honours.
 
+pub mod controller;
 pub mod scheduler;
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rand::seq::SliceRandom;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::Instant;
 use tracing::info;
 
-use crate::connections::{Command, Connections};
+use crate::connections::{CloseReason, Command, ConnHandle, Connections};
 use crate::metrics::Metrics;
-use crate::relay::draw_hint;
+pub use controller::run;
+pub use scheduler::DrainSettings;
 
 /// Where a drain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -50,34 +59,61 @@ pub enum Trigger {
     Immediate,
 }
 
-/// Drain timing, from the proxy flags.
-#[derive(Debug, Clone)]
-pub struct DrainSettings {
-    /// Announce phase length.
-    pub delay: Duration,
-    /// Stagger window.
-    pub window: Duration,
-    /// Closes per second at most (0 = no limit).
-    pub max_rate: f64,
-    /// Time for close handshakes after the stagger.
-    pub close_timeout: Duration,
-    /// Upper bound of the reconnect hint.
-    pub reconnect_jitter: Duration,
+/// Who asked for a drain: decides whether it may be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// SIGTERM, SIGINT or SIGQUIT: the pod is going away.
+    Signal,
+    /// `GET /prestop`: the kubelet is terminating the pod.
+    Prestop,
+    /// `POST /drain` or `wsdrain drain`: an operator, who may change their mind.
+    Operator,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Signal => "signal",
+            Source::Prestop => "GET /prestop",
+            Source::Operator => "POST /drain",
+        }
+    }
+}
+
+/// Why `DELETE /drain` did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CancelRefused {
+    /// Nothing to cancel.
+    #[error("no drain is under way")]
+    NotDraining,
+    /// A signal or the kubelet started it: the pod is going away regardless.
+    #[error("this drain was started by {0}; the pod is going away and it cannot be cancelled")]
+    PodTerminating(&'static str),
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Times {
     started: Option<SystemTime>,
-    deadline: Option<SystemTime>,
+    source: Option<Source>,
 }
 
-/// Shared drain state: read by the proxy (refuse upgrades?), the admin port (status,
-/// readiness) and the relays' owners (accounting), written by the controller.
+/// Shared drain state: read by the upgrade path (through the sealed registry), the
+/// admin port (status, readiness) and the exit logic; written by the controller and the
+/// triggers.
 #[derive(Debug)]
 pub struct Drain {
+    settings: DrainSettings,
+    connections: Arc<Connections>,
+    metrics: Metrics,
     phase: AtomicU8,
     phase_tx: watch::Sender<Phase>,
     trigger_tx: watch::Sender<Trigger>,
+    /// Bumped by each accepted cancel; the controller abandons the drain it runs.
+    cancel_tx: watch::Sender<u64>,
+    /// Held by a cancel and by each step of the controller, so no step of a cancelled
+    /// drain lands after the cancel has reset the state.
+    gate: Mutex<()>,
+    deadline_tx: watch::Sender<Option<Instant>>,
     times: Mutex<Times>,
     open_at_stagger: AtomicU64,
     closed_by_schedule: AtomicU64,
@@ -110,22 +146,31 @@ pub struct Status {
     pub closed_by_schedule: u64,
     /// ... of which cut at the deadline.
     pub closed_by_deadline: u64,
-    /// Connections open when the stagger started.
+    /// Connections the drain took on when the stagger started.
     pub open_at_stagger: u64,
+    /// Who started the drain: `signal`, `GET /prestop` or `POST /drain`.
+    pub source: Option<&'static str>,
     /// When the drain was triggered (RFC 3339).
     pub started: Option<String>,
-    /// When whatever is left will be cut (RFC 3339).
+    /// When whatever is left will be cut (RFC 3339); the process exits by then.
     pub deadline: Option<String>,
     /// Milliseconds until the deadline.
     pub deadline_in_ms: Option<u64>,
 }
 
-impl Default for Drain {
-    fn default() -> Self {
+impl Drain {
+    /// The drain state of one sidecar, with its plan, its registry and its metrics.
+    pub fn new(settings: DrainSettings, connections: Arc<Connections>, metrics: Metrics) -> Self {
         Drain {
+            settings,
+            connections,
+            metrics,
             phase: AtomicU8::new(Phase::Serving as u8),
             phase_tx: watch::channel(Phase::Serving).0,
             trigger_tx: watch::channel(Trigger::None).0,
+            cancel_tx: watch::channel(0).0,
+            gate: Mutex::new(()),
+            deadline_tx: watch::channel(None).0,
             times: Mutex::new(Times::default()),
             open_at_stagger: AtomicU64::new(0),
             closed_by_schedule: AtomicU64::new(0),
@@ -133,21 +178,86 @@ impl Default for Drain {
             prestop_waiting: AtomicU64::new(0),
         }
     }
-}
 
-impl Drain {
-    /// Asks for a drain. Returns true when this call started or escalated it.
-    pub fn trigger(&self, how: Trigger, source: &str) -> bool {
-        self.trigger_tx.send_if_modified(|t| {
+    /// The drain plan.
+    pub fn settings(&self) -> &DrainSettings {
+        &self.settings
+    }
+
+    /// Asks for a drain. Returns true when this call started or escalated it. When it
+    /// starts one, readiness is off and the status says so before this returns, so an
+    /// answer built right after (202 to `POST /drain`) tells the truth.
+    pub fn trigger(&self, how: Trigger, source: Source) -> bool {
+        let started = self.trigger_tx.send_if_modified(|t| {
             if how > *t {
                 // Logged before the controller wakes, so the log reads in order.
-                info!(source, trigger = ?how, "drain requested");
+                info!(source = source.as_str(), trigger = ?how, "drain requested");
+                if *t == Trigger::None {
+                    self.begin(source);
+                }
                 *t = how;
                 true
             } else {
                 false
             }
-        })
+        });
+        // A kubelet or a signal arriving during an operator's drain makes it theirs.
+        if let Some(s) = self.times().source.as_mut()
+            && *s == Source::Operator
+            && source != Source::Operator
+        {
+            *s = source;
+        }
+        started
+    }
+
+    /// Called once per drain, inside the trigger: the announce phase starts now.
+    fn begin(&self, source: Source) {
+        *self.times() = Times {
+            started: Some(SystemTime::now()),
+            source: Some(source),
+        };
+        for c in [
+            &self.open_at_stagger,
+            &self.closed_by_schedule,
+            &self.closed_by_deadline,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.metrics.draining.set(1);
+        self.set_deadline(Instant::now() + self.settings.total_length(self.connections.len()));
+        self.set_phase(Phase::Announcing);
+    }
+
+    /// Cancels a drain that an operator started: readiness returns, the connections
+    /// still open stay, closes not yet sent are withdrawn. A drain started by a signal or
+    /// by `/prestop` is the pod going away and is not cancelled.
+    pub fn cancel(&self) -> Result<(), CancelRefused> {
+        let mut refused = None;
+        self.trigger_tx.send_if_modified(|t| {
+            let source = self.times().source;
+            match (*t, source) {
+                (Trigger::None, _) => refused = Some(CancelRefused::NotDraining),
+                (_, Some(s @ (Source::Signal | Source::Prestop))) => {
+                    refused = Some(CancelRefused::PodTerminating(s.as_str()));
+                }
+                _ => {
+                    let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+                    info!("drain cancelled");
+                    *t = Trigger::None;
+                    self.cancel_tx.send_modify(|g| *g += 1);
+                    self.connections.unseal();
+                    *self.times() = Times::default();
+                    self.metrics.draining.set(0);
+                    self.metrics.drain_remaining.set(0);
+                    self.deadline_tx.send_replace(None);
+                    self.set_phase(Phase::Serving);
+                    return true;
+                }
+            }
+            false
+        });
+        refused.map_or(Ok(()), Err)
     }
 
     /// The current phase (one atomic load: used on the hot path).
@@ -166,15 +276,31 @@ impl Drain {
         *self.trigger_tx.borrow() != Trigger::None
     }
 
-    /// True once new upgrades must be refused.
-    pub fn rejects_upgrades(&self) -> bool {
-        self.phase() >= Phase::Staggering
-    }
-
     /// Resolves when the drain is over (no connection left).
     pub async fn wait_done(&self) {
         let mut rx = self.phase_tx.subscribe();
         let _ = rx.wait_for(|p| *p == Phase::Done).await;
+    }
+
+    /// Resolves when the drain is over or was cancelled (what `/prestop` waits for).
+    pub async fn wait_done_or_cancelled(&self) {
+        let mut rx = self.phase_tx.subscribe();
+        let _ = rx
+            .wait_for(|p| *p == Phase::Done || *p == Phase::Serving)
+            .await;
+    }
+
+    /// When whatever is left will be cut: the one deadline, reported by `GET /drain`
+    /// and honoured by the process. `None` before a drain.
+    pub fn deadline(&self) -> Option<Instant> {
+        *self.deadline_tx.borrow()
+    }
+
+    /// Resolves when the deadline moves (more connections than announced, a stall, an
+    /// escalation).
+    pub async fn deadline_changed(&self) {
+        let mut rx = self.deadline_tx.subscribe();
+        let _ = rx.changed().await;
     }
 
     /// Registers a `/prestop` caller; the process does not exit while one is counted,
@@ -189,206 +315,77 @@ impl Drain {
         self.prestop_waiting.load(Ordering::Acquire) > 0
     }
 
+    /// Runs one step of the drain of generation `generation`, unless it was cancelled.
+    fn step<R>(&self, generation: u64, f: impl FnOnce() -> R) -> Option<R> {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        (*self.cancel_tx.borrow() == generation).then(f)
+    }
+
     fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Release);
         self.phase_tx.send_replace(phase);
+    }
+
+    fn set_deadline(&self, at: Instant) {
+        self.deadline_tx.send_replace(Some(at));
     }
 
     fn times(&self) -> std::sync::MutexGuard<'_, Times> {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Accounts for a relay that ended after `command` was given to it.
-    /// Closes asked for outside a drain (max age, shedding) are not the drain's.
-    pub fn connection_ended(&self, command: Command, remaining: usize, metrics: &Metrics) {
+    /// Accounts for a relay that ended. Only the drain's own closes count here: a close
+    /// asked for by `/shed` or `--max-connection-age` is counted under its own reason
+    /// when it is asked for; a connection cut at the deadline is the drain's.
+    pub fn connection_ended(&self, handle: &ConnHandle) {
         if self.phase() < Phase::Staggering {
             return;
         }
-        let counter = match command {
-            Command::None => return,
-            Command::Close => &self.closed_by_schedule,
-            Command::Abort => &self.closed_by_deadline,
+        let counter = match (handle.command(), handle.close_reason()) {
+            (Command::Close, Some(CloseReason::Drain)) => &self.closed_by_schedule,
+            (Command::Abort, _) => &self.closed_by_deadline,
+            _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics.drain_closed.inc();
-        metrics.drain_remaining.set(remaining as i64);
+        let remaining = self.connections.len();
+        self.metrics.drain_closed.inc();
+        self.metrics.drain_remaining.set(remaining as i64);
         let at_start = self.open_at_stagger.load(Ordering::Relaxed);
         if at_start > 0 {
-            metrics
+            self.metrics
                 .drain_progress
                 .set(1.0 - (remaining as f64 / at_start as f64).min(1.0));
         }
     }
 
     /// The status document of `GET /drain`.
-    pub fn status(&self, open: usize) -> Status {
+    pub fn status(&self) -> Status {
         let times = *self.times();
         let schedule = self.closed_by_schedule.load(Ordering::Relaxed);
         let deadline = self.closed_by_deadline.load(Ordering::Relaxed);
         let rfc3339 = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        let left = self
+            .deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         Status {
             phase: self.phase(),
             draining: self.is_draining(),
-            open,
+            open: self.connections.len(),
             closed: schedule + deadline,
             closed_by_schedule: schedule,
             closed_by_deadline: deadline,
             open_at_stagger: self.open_at_stagger.load(Ordering::Relaxed),
+            source: times.source.map(Source::as_str),
             started: times.started.map(rfc3339),
-            deadline: times.deadline.map(rfc3339),
-            deadline_in_ms: times.deadline.map(|d| {
-                d.duration_since(SystemTime::now())
-                    .map(|left| left.as_millis() as u64)
-                    .unwrap_or(0)
-            }),
+            deadline: left.map(|l| rfc3339(SystemTime::now() + l)),
+            deadline_in_ms: left.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
         }
-    }
-
-    fn set_deadline(&self, at: Instant) {
-        let from_now = at.saturating_duration_since(Instant::now());
-        self.times().deadline = Some(SystemTime::now() + from_now);
     }
 }
 
-/// Runs the drain when triggered: announce, stagger, deadline. Returns when done.
-pub async fn run(
-    drain: Arc<Drain>,
-    conns: Arc<Connections>,
-    settings: DrainSettings,
-    metrics: Metrics,
-) {
-    let mut trigger = drain.trigger_tx.subscribe();
-    if trigger.wait_for(|t| *t != Trigger::None).await.is_err() {
-        return;
-    }
-    let started = Instant::now();
-    drain.times().started = Some(SystemTime::now());
-    metrics.draining.set(1);
-    let immediate = |rx: &watch::Receiver<Trigger>| *rx.borrow() == Trigger::Immediate;
+/// How long the exit logic waits past the drain's deadline for the controller to finish
+/// cutting the rest (it gives aborted relays 500 ms) before exiting anyway.
+pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 
-    // Announce.
-    drain.set_phase(Phase::Announcing);
-    let open = conns.len();
-    drain.set_deadline(
-        started
-            + settings.delay
-            + scheduler::stagger_length(open, settings.window, settings.max_rate)
-            + settings.close_timeout,
-    );
-    info!(delay = ?settings.delay, open, "drain: announce (readiness off)");
-    if !immediate(&trigger) {
-        let _ = timeout(
-            settings.delay,
-            trigger.wait_for(|t| *t == Trigger::Immediate),
-        )
-        .await;
-    }
-
-    // Stagger.
-    let mut handles = conns.snapshot();
-    handles.shuffle(&mut rand::rng());
-    let n = handles.len();
-    let now_immediate = immediate(&trigger);
-    let (window, close_timeout) = if now_immediate {
-        (
-            Duration::ZERO,
-            settings.close_timeout.min(Duration::from_secs(1)),
-        )
-    } else {
-        (settings.window, settings.close_timeout)
-    };
-    let stagger_start = Instant::now();
-    let mut deadline =
-        stagger_start + scheduler::stagger_length(n, window, settings.max_rate) + close_timeout;
-    drain.set_deadline(deadline);
-    drain.open_at_stagger.store(n as u64, Ordering::Relaxed);
-    metrics.drain_remaining.set(n as i64);
-    drain.set_phase(Phase::Staggering);
-    info!(connections = n, window = ?window, "drain: stagger (closing connections on schedule)");
-    let plan = scheduler::plan(n, window, settings.max_rate);
-    let mut pacer = scheduler::Pacer::new(
-        n,
-        scheduler::stagger_length(n, window, settings.max_rate),
-        stagger_start,
-    );
-    let mut rest = handles.iter();
-    for (handle, offset) in rest.by_ref().zip(plan) {
-        if !immediate(&trigger) {
-            let planned = stagger_start + offset;
-            tokio::select! {
-                _ = sleep_until(planned) => {}
-                _ = trigger.wait_for(|t| *t == Trigger::Immediate) => {}
-            }
-            if let Some(at) = pacer.as_mut().map(|p| p.next(Instant::now())) {
-                tokio::select! {
-                    _ = sleep_until(at) => {}
-                    _ = trigger.wait_for(|t| *t == Trigger::Immediate) => {}
-                }
-            }
-        }
-        if immediate(&trigger) {
-            handle.close(draw_hint(settings.reconnect_jitter));
-            break;
-        }
-        handle.close(draw_hint(settings.reconnect_jitter));
-    }
-    if immediate(&trigger) {
-        for handle in rest {
-            handle.close(draw_hint(settings.reconnect_jitter));
-        }
-        if !now_immediate {
-            deadline = deadline.min(Instant::now() + close_timeout.min(Duration::from_secs(1)));
-            drain.set_deadline(deadline);
-        }
-    }
-    drop(handles);
-    // Closes caught up after a stall may end past the window: each still gets its time.
-    if !immediate(&trigger) {
-        let late = Instant::now() + close_timeout;
-        if late > deadline {
-            deadline = late;
-            drain.set_deadline(deadline);
-        }
-    }
-
-    // Deadline.
-    drain.set_phase(Phase::Closing);
-    info!(
-        open = conns.len(),
-        "drain: schedule done, waiting for close handshakes"
-    );
-    loop {
-        tokio::select! {
-            _ = conns.wait_empty() => break,
-            _ = sleep_until(deadline) => break,
-            _ = trigger.wait_for(|t| *t == Trigger::Immediate), if !immediate(&trigger) => {
-                deadline = deadline.min(Instant::now() + Duration::from_secs(1));
-                drain.set_deadline(deadline);
-            }
-        }
-    }
-    let left = conns.snapshot();
-    if !left.is_empty() {
-        info!(
-            connections = left.len(),
-            "drain: deadline reached, closing the rest"
-        );
-        for handle in &left {
-            handle.abort();
-        }
-        drop(left);
-        let _ = timeout(Duration::from_millis(500), conns.wait_empty()).await;
-    }
-    metrics.drain_remaining.set(conns.len() as i64);
-    drain.set_phase(Phase::Done);
-    let status = drain.status(conns.len());
-    let dropped =
-        metrics.client_to_app.dropped_frames.get() + metrics.app_to_client.dropped_frames.get();
-    info!(
-        closed_by_schedule = status.closed_by_schedule,
-        closed_by_deadline = status.closed_by_deadline,
-        dropped_frames = dropped,
-        took = ?started.elapsed(),
-        "drain: done"
-    );
-}
+#[cfg(test)]
+mod tests;

@@ -1,16 +1,91 @@
-//! The drain scheduler: when each open connection gets its close frame.
+//! The drain scheduler: when each connection gets its close frame, and how long a drain
+//! can last.
 //!
 //! Closing every client at once is what makes a reconnect storm. The scheduler spreads
 //! the closes evenly over the drain window (and no faster than `--drain-max-rate`), in
-//! a random order so no group of clients is always first. It is pure arithmetic; the
-//! controller in `drain/mod.rs` sleeps until each instant and sends the command.
+//! a random order chosen by the caller, and paces catch-up after a stall. It is the one
+//! place that knows the drain's arithmetic: the controller (`drain/controller.rs`),
+//! `POST /shed`, the exit bound of the process and the injector's
+//! `terminationGracePeriodSeconds` all ask [`DrainSettings`]. Flags come in once,
+//! through `From<&DrainFlags>`; durations and instants go out. Nothing here can panic on
+//! a setting: the parsers bound every value, and every conversion saturates anyway.
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
+
+use crate::cli::DrainFlags;
 
 /// How far above the planned rate closes may run while catching up.
 pub const PACE_FACTOR: f64 = 1.25;
+
+/// The longest span any schedule reports: far beyond a valid setting, short enough
+/// that adding it to an `Instant` cannot overflow.
+pub const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The drain plan: built once from the flags, shared by the drain, `/shed`, the admin
+/// port and the process's exit logic, so they all agree on one deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainSettings {
+    /// Announce phase length (`--drain-delay`).
+    pub delay: Duration,
+    /// Stagger window (`--drain-window`).
+    pub window: Duration,
+    /// Closes per second at most (`--drain-max-rate`, 0 = no limit).
+    pub max_rate: f64,
+    /// Time for close handshakes after the stagger (`--close-timeout`).
+    pub close_timeout: Duration,
+    /// Upper bound of the reconnect hint (`--reconnect-jitter`).
+    pub reconnect_jitter: Duration,
+}
+
+impl From<&DrainFlags> for DrainSettings {
+    fn from(f: &DrainFlags) -> Self {
+        DrainSettings {
+            delay: f.drain_delay,
+            window: f.drain_window,
+            max_rate: f.drain_max_rate,
+            close_timeout: f.close_timeout,
+            reconnect_jitter: f.reconnect_jitter,
+        }
+    }
+}
+
+impl DrainSettings {
+    /// How long a stagger of `n` connections lasts: the window, or longer under a rate
+    /// limit.
+    pub fn stagger_length(&self, n: usize) -> Duration {
+        stagger_length(n, self.window, self.max_rate)
+    }
+
+    /// The most a drain of `n` connections takes from its trigger: announce + stagger +
+    /// close timeout. The process's exit bound and the pod's grace period derive from it.
+    pub fn total_length(&self, n: usize) -> Duration {
+        self.delay
+            .saturating_add(self.stagger_length(n))
+            .saturating_add(self.close_timeout)
+            .min(FOREVER)
+    }
+}
+
+/// `secs` as a Duration, clamped to `[0, FOREVER]` (NaN counts as 0).
+fn saturating_secs(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(FOREVER)
+        .min(FOREVER)
+}
+
+/// Seconds between two closes of `n` over `window` under `max_rate`.
+fn spacing(n: usize, window: Duration, max_rate: f64) -> f64 {
+    let mut spacing = window.as_secs_f64() / n.max(1) as f64;
+    if max_rate > 0.0 && max_rate.is_finite() {
+        spacing = spacing.max(1.0 / max_rate);
+    }
+    spacing
+}
 
 /// When each of `n` connections is closed, as offsets from the start of the stagger.
 ///
@@ -19,22 +94,17 @@ pub const PACE_FACTOR: f64 = 1.25;
 /// window carries the same share. `spacing` is `window / n`, widened to `1 / max_rate`
 /// when a rate limit is set; then the stagger lasts longer than the window.
 pub fn plan(n: usize, window: Duration, max_rate: f64) -> Vec<Duration> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let mut spacing = window.as_secs_f64() / n as f64;
-    if max_rate > 0.0 {
-        spacing = spacing.max(1.0 / max_rate);
-    }
+    let spacing = spacing(n, window, max_rate);
     (0..n)
-        .map(|i| Duration::from_secs_f64((i as f64 + 0.5) * spacing))
+        .map(|i| saturating_secs((i as f64 + 0.5) * spacing))
         .collect()
 }
 
 /// How long a stagger of `n` connections lasts: the window, or longer under a rate limit.
 pub fn stagger_length(n: usize, window: Duration, max_rate: f64) -> Duration {
+    let window = window.min(FOREVER);
     if max_rate > 0.0 {
-        window.max(Duration::from_secs_f64(n as f64 / max_rate))
+        window.max(saturating_secs(n as f64 / max_rate))
     } else {
         window
     }
@@ -83,10 +153,71 @@ impl Pacer {
             self.tokens -= 1.0;
             return self.last.max(now);
         }
-        let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+        let wait = saturating_secs((1.0 - self.tokens) / self.rate);
         self.tokens = 0.0;
         self.last += wait;
         self.last
+    }
+}
+
+/// One staggered close sequence in progress: the drain's and `/shed`'s shared pacing.
+/// Each [`Stagger::wait_turn`] sleeps until the next close's planned instant, then as
+/// long as the [`Pacer`] asks, and hands out its index.
+#[derive(Debug)]
+pub struct Stagger {
+    start: Instant,
+    n: usize,
+    spacing: f64,
+    length: Duration,
+    next: usize,
+    pacer: Option<Pacer>,
+}
+
+impl Stagger {
+    /// A stagger of `n` closes starting now, over `window` under `max_rate`.
+    pub fn new(n: usize, window: Duration, max_rate: f64) -> Stagger {
+        let start = Instant::now();
+        let length = stagger_length(n, window, max_rate);
+        Stagger {
+            start,
+            n,
+            spacing: spacing(n, window, max_rate),
+            length,
+            next: 0,
+            pacer: Pacer::new(n, length, start),
+        }
+    }
+
+    /// How long the stagger lasts as planned.
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+
+    /// When the stagger started.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// How many closes are still to come.
+    pub fn remaining(&self) -> usize {
+        self.n - self.next
+    }
+
+    /// Waits for the next close's turn and returns its index; `None` when all are out.
+    /// Dropping the future while it sleeps loses no turn.
+    pub async fn wait_turn(&mut self) -> Option<usize> {
+        if self.next >= self.n {
+            return None;
+        }
+        let planned = self.start + saturating_secs((self.next as f64 + 0.5) * self.spacing);
+        sleep_until(planned).await;
+        if let Some(pacer) = self.pacer.as_mut() {
+            let at = pacer.next(Instant::now());
+            sleep_until(at).await;
+        }
+        let i = self.next;
+        self.next += 1;
+        Some(i)
     }
 }
 
@@ -119,6 +250,19 @@ mod tests {
     }
 
     #[test]
+    fn total_length_is_delay_plus_stagger_plus_close_timeout() {
+        let s = DrainSettings {
+            delay: Duration::from_secs(5),
+            window: Duration::from_secs(30),
+            max_rate: 10.0,
+            close_timeout: Duration::from_secs(5),
+            reconnect_jitter: Duration::from_secs(5),
+        };
+        assert_eq!(s.total_length(100), Duration::from_secs(40));
+        assert_eq!(s.total_length(1000), Duration::from_secs(110));
+    }
+
+    #[test]
     fn pacer_catches_up_after_a_stall_at_most_a_quarter_faster() {
         let t0 = Instant::now();
         // 100 closes over 1 s: 125 per second at most.
@@ -148,5 +292,40 @@ mod tests {
     fn zero_window_closes_everything_at_once() {
         assert!(plan(5, Duration::ZERO, 0.0).iter().all(|t| t.is_zero()));
         assert!(plan(0, Duration::from_secs(1), 0.0).is_empty());
+    }
+
+    #[test]
+    fn extreme_rates_saturate_instead_of_panicking() {
+        // What `--drain-max-rate 1e-300` used to do on SIGTERM (the parser now refuses it).
+        let times = plan(3, Duration::from_secs(1), 1e-300);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        assert!(stagger_length(3, Duration::from_secs(1), 1e-300) <= FOREVER);
+        let s = DrainSettings {
+            delay: Duration::MAX,
+            window: Duration::MAX,
+            max_rate: f64::MIN_POSITIVE,
+            close_timeout: Duration::MAX,
+            reconnect_jitter: Duration::ZERO,
+        };
+        assert_eq!(s.total_length(usize::MAX), FOREVER);
+        let _ = Pacer::new(usize::MAX, Duration::from_nanos(1), Instant::now())
+            .map(|mut p| p.next(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stagger_hands_out_each_turn_once_in_its_slot() {
+        let mut s = Stagger::new(4, Duration::from_secs(4), 0.0);
+        let start = s.start();
+        let mut seen = Vec::new();
+        while let Some(i) = s.wait_turn().await {
+            seen.push((i, Instant::now().duration_since(start)));
+        }
+        assert_eq!(seen.len(), 4);
+        for (k, (i, at)) in seen.iter().enumerate() {
+            assert_eq!(*i, k);
+            let want = Duration::from_millis(500 + 1000 * k as u64);
+            assert!(at.abs_diff(want) < Duration::from_millis(20), "{at:?}");
+        }
+        assert_eq!(s.remaining(), 0);
     }
 }

@@ -260,7 +260,7 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
 
     // Token: keep a valid one already on the pod, else the configured or a random one.
     let token = match ann.get(TOKEN_ANNOTATION).and_then(Value::as_str) {
-        Some(t) if crate::cli::parse_token(t).is_ok() => t.trim().to_string(),
+        Some(t) if crate::values::parse_token(t).is_ok() => t.trim().to_string(),
         existing => {
             if existing.is_some() {
                 warnings.push(format!(

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::cli::{InjectDefaults, parse_close_code, parse_duration, parse_rate, parse_size};
+use crate::cli::InjectDefaults;
+use crate::values::{
+    parse_close_code, parse_drain_phase, parse_jitter, parse_quantity, parse_rate, parse_size,
+};
 
 /// Prefix of every wsdrain annotation.
 pub const PREFIX: &str = "wsdrain.io/";
@@ -149,12 +152,12 @@ impl Settings {
             "upstream-port" => self.upstream_port = Some(parse_port(raw)?),
             "listen-port" => self.listen_port = parse_port(raw)?,
             "admin-port" => self.admin_port = parse_port(raw)?,
-            "drain-delay" => self.drain_delay = parse_duration(raw)?,
-            "drain-window" => self.drain_window = parse_duration(raw)?,
+            "drain-delay" => self.drain_delay = parse_drain_phase(raw)?,
+            "drain-window" => self.drain_window = parse_drain_phase(raw)?,
             "drain-max-rate" => self.drain_max_rate = parse_rate(raw)?,
-            "close-timeout" => self.close_timeout = parse_duration(raw)?,
+            "close-timeout" => self.close_timeout = parse_drain_phase(raw)?,
             "close-code" => self.close_code = parse_close_code(raw)?,
-            "reconnect-jitter" => self.reconnect_jitter = parse_duration(raw)?,
+            "reconnect-jitter" => self.reconnect_jitter = parse_jitter(raw)?,
             "max-connections" => {
                 self.max_connections = match raw.parse::<u32>() {
                     Ok(n) if n >= 1 => n,
@@ -185,14 +188,16 @@ impl Settings {
     }
 
     /// The most a drain can take: announce + stagger (stretched by the rate limit at
-    /// `--max-connections`) + close timeout.
+    /// `--max-connections`) + close timeout — the sidecar's own drain plan, asked.
     pub fn drain_bound(&self) -> Duration {
-        let stagger = crate::drain::scheduler::stagger_length(
-            self.max_connections as usize,
-            self.drain_window,
-            self.drain_max_rate,
-        );
-        self.drain_delay + stagger + self.close_timeout
+        crate::drain::DrainSettings {
+            delay: self.drain_delay,
+            window: self.drain_window,
+            max_rate: self.drain_max_rate,
+            close_timeout: self.close_timeout,
+            reconnect_jitter: self.reconnect_jitter,
+        }
+        .total_length(self.max_connections as usize)
     }
 }
 
@@ -236,34 +241,4 @@ fn parse_image(raw: &str) -> Result<String, String> {
         return Err("expected an image reference without spaces".into());
     }
     Ok(raw.to_string())
-}
-
-/// A Kubernetes resource quantity such as `100m`, `64Mi`, `1.5`, `2e3`; empty = unset.
-pub fn parse_quantity(raw: &str) -> Result<String, String> {
-    if raw.is_empty() || is_quantity(raw) {
-        Ok(raw.to_string())
-    } else {
-        Err("expected a Kubernetes quantity such as 100m, 64Mi or 1".into())
-    }
-}
-
-fn is_quantity(s: &str) -> bool {
-    const SUFFIXES: &[&str] = &[
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E", "",
-    ];
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(end);
-    let digits = number.chars().filter(char::is_ascii_digit).count();
-    let dots = number.chars().filter(|&c| c == '.').count();
-    if digits == 0 || dots > 1 {
-        return false;
-    }
-    if let Some(exp) = suffix.strip_prefix(['e', 'E']) {
-        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-        return !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit());
-    }
-    SUFFIXES.contains(&suffix)
 }

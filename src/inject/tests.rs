@@ -490,10 +490,10 @@ fn bad_yaml_names_the_document_and_line() {
 #[test]
 fn quantities_and_durations() {
     for ok in ["100m", "64Mi", "1", "1.5", "2e3", "0.5Gi", ""] {
-        assert!(settings::parse_quantity(ok).is_ok(), "{ok}");
+        assert!(crate::values::parse_quantity(ok).is_ok(), "{ok}");
     }
     for bad in ["lots", "1.2.3", "Mi", "5 Mi", "1x"] {
-        assert!(settings::parse_quantity(bad).is_err(), "{bad}");
+        assert!(crate::values::parse_quantity(bad).is_err(), "{bad}");
     }
     use std::time::Duration;
     assert_eq!(settings::format_duration(Duration::from_secs(120)), "120s");

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -21,18 +22,38 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::warn;
 
-use super::{Shared, headers};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::headers;
 use crate::body::{Body, empty, plain};
 use crate::log_limit::LogLimit;
+use crate::metrics::ErrorKind;
 use crate::sockets;
+use crate::state::{Settings, Sidecar};
+
+/// The keep-alive client plain requests share, one per proxy.
+pub type PooledClient = Client<HttpConnector, Body>;
+
+/// Builds the pooled client: no delay, the connect timeout, idle connections kept 30 s.
+pub fn pooled_client(settings: &Settings) -> PooledClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(settings.connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
 
 /// Forwards one request from `peer` to the app.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
+    client: &PooledClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let upstream = shared.opts.upstream;
+    let upstream = shared.settings.upstream;
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -48,9 +69,7 @@ pub async fn handle(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer);
     let retry = (body.is_end_stream() && is_idempotent(&parts.method)).then(|| replay_of(&parts));
-    let first = shared
-        .client
-        .request(Request::from_parts(parts, body.boxed()));
+    let first = client.request(Request::from_parts(parts, body.boxed()));
     let request = async {
         match (first.await, retry) {
             (Err(e), Some(again)) if !e.is_connect() => {
@@ -60,7 +79,7 @@ pub async fn handle(
             (result, _) => result.map_err(Retry::Pooled),
         }
     };
-    let mut resp = match timeout(shared.opts.response_timeout, request).await {
+    let mut resp = match timeout(shared.settings.response_timeout, request).await {
         Ok(Ok(resp)) => {
             shared.metrics.upstream_up.set(1);
             resp.map(|b| b.boxed())
@@ -70,7 +89,7 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, error = %e, folded, "plain HTTP request to the app failed");
             }
-            shared.metrics.error("upstream_http");
+            shared.metrics.error(ErrorKind::UpstreamHttp);
             if e.is_connect() {
                 shared.metrics.upstream_up.set(0);
             }
@@ -86,7 +105,7 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, folded, "the app did not answer a plain HTTP request in time");
             }
-            shared.metrics.error("upstream_timeout");
+            shared.metrics.error(ErrorKind::UpstreamTimeout);
             let resp = plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer within --response-timeout"),
@@ -141,13 +160,13 @@ impl std::fmt::Display for Retry {
 
 /// Sends `req` over a new connection of its own (not the pool), for the one retry.
 async fn send_on_fresh_connection(
-    shared: &Shared,
+    shared: &Sidecar,
     req: Request<Body>,
 ) -> Result<Response<Incoming>, Retry> {
-    let stream = TcpStream::connect(shared.opts.upstream)
+    let stream = TcpStream::connect(shared.settings.upstream)
         .await
         .map_err(|e| Retry::Fresh(e.to_string()))?;
-    sockets::tune(&stream, shared.opts.tcp_keepalive);
+    sockets::tune(&stream, shared.settings.tcp_keepalive);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Retry::Fresh(e.to_string()))?;
@@ -173,7 +192,7 @@ fn replay_of(parts: &http::request::Parts) -> Request<Body> {
     req
 }
 
-fn count(shared: &Shared, status: StatusCode) {
+fn count(shared: &Sidecar, status: StatusCode) {
     let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -18,50 +18,61 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::{ClientAddrs, Shared, headers};
+use super::headers;
 use crate::body::{Body, empty, plain};
-use crate::connections::Registration;
+use crate::conn::{ClientAddrs, connect_app, relay_connection};
+use crate::connections::{Refused, Registration};
 use crate::log_limit::LogLimit;
+use crate::metrics::{ErrorKind, Rejection};
+use crate::state::Sidecar;
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     mut req: Request<Incoming>,
     client: ClientAddrs,
     id: u64,
 ) -> Response<Body> {
     let m = &shared.metrics;
-    if shared.drain.rejects_upgrades() {
-        m.upgrades_rejected.with_label_values(&["draining"]).inc();
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "wsdrain: this pod is draining; reconnect to another one",
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return resp;
-    }
-    let max = shared.opts.max_connections as usize;
-    let Some(registration) = shared.connections.register(id, max) else {
-        m.upgrades_rejected
-            .with_label_values(&["max_connections"])
-            .inc();
-        let mut resp = plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("wsdrain: connection limit ({max}) reached"),
-        );
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("5"));
-        return resp;
+    // Registered before the app is contacted, under the registry's lock: refused here
+    // once the drain has sealed it, else in the drain's list.
+    let registration = match shared
+        .connections
+        .register(id, shared.settings.max_connections)
+    {
+        Ok(registration) => registration,
+        Err(Refused::Sealed) => {
+            m.rejected(Rejection::Draining);
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "wsdrain: this pod is draining; reconnect to another one",
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        Err(Refused::Full) => {
+            m.rejected(Rejection::MaxConnections);
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "wsdrain: connection limit ({}) reached",
+                    shared.settings.max_connections
+                ),
+            );
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
 
-    let upstream = shared.opts.upstream;
-    let stream = match shared.connect_app(client).await {
+    let upstream = shared.settings.upstream;
+    let stream = match connect_app(&shared, client).await {
         Ok(s) => s,
-        Err(why) => return upstream_failed(&shared, "upstream_connect", why),
+        Err(why) => return upstream_failed(&shared, ErrorKind::UpstreamConnect, why),
     };
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
@@ -72,7 +83,7 @@ pub async fn handle(
         Err(e) => {
             return upstream_failed(
                 &shared,
-                "upstream_connect",
+                ErrorKind::UpstreamConnect,
                 format!("handshake failed: {e}"),
             );
         }
@@ -87,7 +98,7 @@ pub async fn handle(
     headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, body.boxed());
     let mut resp = match timeout(
-        shared.opts.handshake_timeout,
+        shared.settings.handshake_timeout,
         sender.send_request(upstream_req),
     )
     .await
@@ -96,15 +107,13 @@ pub async fn handle(
         Ok(Err(e)) => {
             return upstream_failed(
                 &shared,
-                "upstream_handshake",
+                ErrorKind::UpstreamHandshake,
                 format!("failed during the handshake: {e}"),
             );
         }
         Err(_) => {
-            m.upgrades_rejected
-                .with_label_values(&["upstream_timeout"])
-                .inc();
-            m.error("upstream_timeout");
+            m.rejected(Rejection::UpstreamTimeout);
+            m.error(ErrorKind::UpstreamTimeout);
             return plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer the upgrade in time"),
@@ -115,7 +124,7 @@ pub async fn handle(
         // 401, 404, 426...: the app's answer, as it is; counted so that failed upgrades
         // are visible next to wsdrain's own refusals.
         debug!(status = %resp.status(), "app refused the upgrade");
-        m.upgrades_rejected.with_label_values(&["app"]).inc();
+        m.rejected(Rejection::App);
         return resp.map(|b| b.boxed());
     }
     let app_upgrade = hyper::upgrade::on(&mut resp);
@@ -129,17 +138,13 @@ pub async fn handle(
 
 /// 502 for an upgrade the app could not take: `kind` is `upstream_connect` (no TCP
 /// connection) or `upstream_handshake` (connected, then reset or closed before answering).
-fn upstream_failed(shared: &Shared, kind: &'static str, why: String) -> Response<Body> {
-    let upstream = shared.opts.upstream;
+fn upstream_failed(shared: &Sidecar, kind: ErrorKind, why: String) -> Response<Body> {
+    let upstream = shared.settings.upstream;
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(folded) = LIMIT.allow() {
         warn!(%upstream, folded, "upgrade refused: upstream {why}");
     }
-    shared
-        .metrics
-        .upgrades_rejected
-        .with_label_values(&["upstream_unavailable"])
-        .inc();
+    shared.metrics.rejected(Rejection::UpstreamUnavailable);
     shared.metrics.error(kind);
     plain(
         StatusCode::BAD_GATEWAY,
@@ -154,7 +159,7 @@ fn raw_parts(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
 }
 
 async fn relay_when_upgraded(
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     registration: Registration,
     client: OnUpgrade,
     app: OnUpgrade,
@@ -176,5 +181,5 @@ async fn relay_when_upgraded(
         warn!("upgraded connection is not a TCP stream");
         return;
     };
-    super::relay_connection(&shared, registration, client, client_early, app, app_early).await;
+    relay_connection(&shared, registration, client, client_early, app, app_early).await;
 }

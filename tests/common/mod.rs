@@ -163,15 +163,19 @@ pub struct Launch<'a> {
 /// after 10 s if it never answers.
 pub async fn spawn_proxy(launch: Launch<'_>) -> (Child, SocketAddr, SocketAddr) {
     let listen = free_addr();
+    // `WSDRAIN_TEST_BIN` runs the tests against another build (say, the last release's),
+    // to see which behaviours a change fixed.
+    let bin = std::env::var("WSDRAIN_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsdrain").to_string());
     let admin = free_addr();
     let mut cmd = match launch.nofile {
         Some(n) => {
             let mut c = Command::new("sh");
             c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]);
-            c.arg(env!("CARGO_BIN_EXE_wsdrain"));
+            c.arg(&bin);
             c
         }
-        None => Command::new(env!("CARGO_BIN_EXE_wsdrain")),
+        None => Command::new(&bin),
     };
     let mut child = cmd
         .arg("proxy")

@@ -1,0 +1,126 @@
+//! One client connection's life, whatever the mode: read the PROXY header if the
+//! balancer sends one, open the app connection, relay, and keep the books.
+//!
+//! Both front ends use it: `proxy` (HTTP/1.1 + WebSocket) after a 101, and `tcp_mode`
+//! right after accept. Flow: a client socket comes in from a listener, [`accept_client`]
+//! gives its addresses, [`connect_app`] the app socket, and [`relay_connection`] runs the
+//! relay until both sides are done, updating the gauges, the duration histogram and the
+//! drain's accounting on the way out.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tracing::debug;
+
+use crate::connections::Registration;
+use crate::metrics::ErrorKind;
+use crate::relay::{self, Ending};
+use crate::state::Sidecar;
+use crate::{proxy_protocol, sockets};
+
+/// The two ends of a client connection as the app should see them (with
+/// `--accept-proxy-protocol`, `peer` is the address the load balancer reported).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddrs {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The address it connected to.
+    pub local: SocketAddr,
+}
+
+/// Tunes a fresh client socket and reads the PROXY header when
+/// `--accept-proxy-protocol` is on. `None` means the header was missing or malformed:
+/// the connection is to be dropped (logged and counted here).
+pub async fn accept_client(
+    sidecar: &Sidecar,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<ClientAddrs> {
+    let settings = &sidecar.settings;
+    sockets::tune(stream, settings.tcp_keepalive);
+    let local = stream.local_addr().unwrap_or(settings.listen);
+    if !settings.accept_proxy_protocol {
+        return Some(ClientAddrs { peer, local });
+    }
+    match proxy_protocol::read_header(stream, settings.handshake_timeout).await {
+        Ok(reported) => Some(ClientAddrs {
+            peer: reported.unwrap_or(peer),
+            local,
+        }),
+        Err(e) => {
+            sidecar.metrics.error(ErrorKind::ProxyProtocol);
+            debug!(%peer, error = %e, "rejected a client connection");
+            None
+        }
+    }
+}
+
+/// Opens a connection to the app for one client: connect timeout, socket options,
+/// and the PROXY header when `--proxy-protocol` is set. The error says what failed.
+pub async fn connect_app(sidecar: &Sidecar, client: ClientAddrs) -> Result<TcpStream, String> {
+    let settings = &sidecar.settings;
+    let connected = timeout(
+        settings.connect_timeout,
+        TcpStream::connect(settings.upstream),
+    )
+    .await;
+    let up = matches!(connected, Ok(Ok(_)));
+    sidecar.metrics.upstream_up.set(i64::from(up));
+    let mut stream = match connected {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("unreachable: {e}")),
+        Err(_) => return Err("did not accept the connection in time".into()),
+    };
+    sockets::tune(&stream, settings.tcp_keepalive);
+    if let Some(version) = settings.proxy_protocol {
+        let header = proxy_protocol::encode(version, client.peer, client.local);
+        if let Err(e) = stream.write_all(&header).await {
+            return Err(format!("failed while sending the PROXY header: {e}"));
+        }
+    }
+    Ok(stream)
+}
+
+/// Runs the relay for one registered connection and keeps the books: the gauges, the
+/// duration histogram and the drain's accounting.
+pub async fn relay_connection(
+    sidecar: &Sidecar,
+    registration: Registration,
+    client: TcpStream,
+    client_early: Bytes,
+    app: TcpStream,
+    app_early: Bytes,
+) {
+    let m = &sidecar.metrics;
+    m.total.inc();
+    m.active.inc();
+    let started = Instant::now();
+    debug!("connection open");
+    let handle = registration.handle.clone();
+    let ending = relay::run(
+        client,
+        client_early,
+        app,
+        app_early,
+        &handle,
+        &sidecar.relay,
+        m,
+    )
+    .await;
+    m.active.dec();
+    m.duration.observe(started.elapsed().as_secs_f64());
+    if ending == Ending::TimedOut {
+        m.error(ErrorKind::CloseTimeout);
+    }
+    drop(registration);
+    sidecar.drain.connection_ended(&handle);
+    debug!(
+        ?ending,
+        secs = started.elapsed().as_secs_f64(),
+        "connection closed"
+    );
+}
