@@ -1148,6 +1148,7 @@ fn run_one(
         "peak_reconnects_per_s": peak_per_s,
         "expected_peak_per_100ms": num(expected),
         "peak_to_expected_ratio": num(peak as f64 / expected),
+        "peak_per_s_to_expected_ratio": num(peak_per_s as f64 / (expected * 1000.0 / BIN_MS)),
         "naive_even_rate_per_100ms": num(naive_even),
         "peak_to_naive_even_ratio": num(peak as f64 / naive_even),
         "ended_without_close_frame": without_close,
@@ -1358,7 +1359,7 @@ fn main() {
 /// The Markdown table of the results.
 fn table(rows: &[Value]) -> String {
     let mut md = String::from(
-        "| contender | start-up s | peak reconnects / 100 ms | peak / s | expected peak / 100 ms (sum of overlapping drains) | peak ÷ expected | ended without close frame | messages lost | rollout s | imbalance at end | imbalance after | HAProxy peak CPU % | sidecar peak CPU % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| contender | start-up s | peak reconnects / 100 ms | peak / s | expected peak / 100 ms (sum of overlapping drains) | peak ÷ expected | peak / s ÷ expected / s | ended without close frame | messages lost | rollout s | imbalance at end | imbalance after | HAProxy peak CPU % | sidecar peak CPU % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let f = |v: &Value| match v {
         Value::Null => "–".to_string(),
@@ -1383,13 +1384,14 @@ fn table(rows: &[Value]) -> String {
             continue;
         }
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["contender"].as_str().unwrap_or(""),
             f(&r["startup_s"]),
             f(&r["peak_reconnects_per_100ms"]),
             f(&r["peak_reconnects_per_s"]),
             f(&r["expected_peak_per_100ms"]),
             f(&r["peak_to_expected_ratio"]),
+            f(&r["peak_per_s_to_expected_ratio"]),
             f(&r["ended_without_close_frame"]),
             f(&r["messages_lost"]),
             f(&r["rollout_s"]),
