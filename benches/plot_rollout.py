@@ -72,7 +72,7 @@ axes[0][1].legend(fontsize=6, ncol=2, loc="upper right")
 axes[-1][0].set_xlabel("seconds since the rollout began (orange: an old pod's termination begins)")
 axes[-1][1].set_xlabel("seconds since the rollout began")
 fig.suptitle(
-    f'Rolling update of {s["pods"]} pods behind HAProxy leastconn, {s["clients"]} WebSocket '
+    f'Rolling update of {s["pods"]} pods behind HAProxy {s.get("balance", "leastconn")}, {s["clients"]} WebSocket '
     f'clients (half honour the reconnect hint); wsdrain window {s["drain_window_s"]:g} s, '
     f'delay {s["drain_delay_s"]:g} s; load average {doc["machine"].get("loadavg", "?").split()[0]}',
     fontsize=10,

@@ -21,8 +21,9 @@
 //! a quick run (3 pods, 300 clients, short windows). Knobs (environment):
 //! `WSDRAIN_ROLLOUT_PODS`, `_CLIENTS`, `_WINDOW_S`, `_DELAY_S`, `_STARTUP_S` (fast),
 //! `_SLOW_STARTUP_S`, `_AFTER_S`, `_MSG_INTERVAL_MS`, `_CONTENDERS` (comma-separated
-//! names). Output: `rollout.json` (with the series `benches/plot_rollout.py` draws)
-//! and `rollout.md` in the output directory.
+//! names), `_BALANCE` (HAProxy's algorithm, default `leastconn`). Output:
+//! `rollout.json` (with the series `benches/plot_rollout.py` draws) and `rollout.md` in
+//! the output directory.
 
 #![recursion_limit = "256"]
 
@@ -94,6 +95,9 @@ struct Settings {
     max_age_s: f64,
     max_age_jitter_s: f64,
     rebalance_rate: f64,
+    /// HAProxy's `balance` algorithm: `leastconn` (the seed guide's advice) or, to see
+    /// what a connection-blind balancer such as kube-proxy does, `roundrobin`/`random`.
+    balance: String,
 }
 
 fn settings() -> Settings {
@@ -114,6 +118,7 @@ fn settings() -> Settings {
         max_age_s: pick(30.0, 4.0),
         max_age_jitter_s: pick(15.0, 2.0),
         rebalance_rate: pick(20.0, 50.0),
+        balance: std::env::var("WSDRAIN_ROLLOUT_BALANCE").unwrap_or_else(|_| "leastconn".into()),
     }
 }
 
@@ -426,9 +431,31 @@ fn client_process(ingress: u16, first: u32, count: u32, interval_ms: f64, out: P
                 ))
             })
             .collect();
+        // Stall monitor: how late a 10 ms tick of this process was, to tell a stall of
+        // the bench's own clients (or of the whole machine) from a burst of the fleet.
+        let stalls = Arc::new(Mutex::new(Vec::<(f64, f64)>::new()));
+        let monitor = {
+            let stalls = stalls.clone();
+            tokio::spawn(async move {
+                let mut next = tokio::time::Instant::now();
+                loop {
+                    next += Duration::from_millis(10);
+                    tokio::time::sleep_until(next).await;
+                    let late = tokio::time::Instant::now().saturating_duration_since(next);
+                    if late >= Duration::from_millis(50) {
+                        stalls
+                            .lock()
+                            .unwrap()
+                            .push((mono_ms(), late.as_secs_f64() * 1000.0));
+                    }
+                    next = next.max(tokio::time::Instant::now());
+                }
+            })
+        };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         term.recv().await;
+        monitor.abort();
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -445,6 +472,7 @@ fn client_process(ingress: u16, first: u32, count: u32, interval_ms: f64, out: P
             "connected_at_stop": l(&st.connected_at_stop),
             "waiting_at_stop": l(&st.waiting_at_stop),
             "events": events,
+            "stalls": std::mem::take(&mut *stalls.lock().unwrap()),
         });
         std::fs::write(&out, doc.to_string()).expect("write the client results");
     });
@@ -567,6 +595,7 @@ fn start_ingress(run: usize, port: u16, c: &Contender, s: &Settings, dir: &Path)
         Kind::Seed => "",
     };
     let d = dir.display();
+    let balance = &s.balance;
     let conf = format!(
         r#"global
     maxconn 9000
@@ -591,7 +620,7 @@ frontend fe
     default_backend pods
 
 backend pods
-    balance leastconn
+    balance {balance}
 {httpchk}{servers}"#
     );
     std::fs::write(dir.join("haproxy.cfg"), conf).expect("write haproxy.cfg");
@@ -971,6 +1000,7 @@ fn run_one(
     let mut connected_at_stop = 0;
     let mut waiting_at_stop = 0;
     let mut events: Vec<(f64, String, bool)> = Vec::new();
+    let mut stalls: Vec<(f64, f64)> = Vec::new();
     for out in &outs {
         let text = std::fs::read_to_string(out)
             .map_err(|e| format!("client results {}: {e}", out.display()))?;
@@ -983,6 +1013,13 @@ fn run_one(
         unanswered_abrupt += n("unanswered_after_abrupt_end");
         connected_at_stop += n("connected_at_stop");
         waiting_at_stop += n("waiting_at_stop");
+        if let Some(st) = v["stalls"].as_array() {
+            for e in st {
+                if let (Some(t), Some(ms)) = (e[0].as_f64(), e[1].as_f64()) {
+                    stalls.push(((t - t0) / 1000.0, ms));
+                }
+            }
+        }
         if let Some(evs) = v["events"].as_array() {
             for e in evs {
                 if let (Some(t), Some(k), Some(h)) = (e[0].as_f64(), e[1].as_str(), e[2].as_bool())
@@ -1183,6 +1220,17 @@ fn run_one(
         "ingress_peak_cpu_pct": num(ingress_peak),
         "sidecar_peak_cpu_pct": sidecar_peaks,
         "sidecar_peak_cpu_pct_max": num(sidecar_peak),
+        "client_stalls_over_50ms": stalls.iter().filter(|(t, _)| *t >= origin).count(),
+        "client_stall_max_ms": num(stalls
+            .iter()
+            .filter(|(t, _)| *t >= origin)
+            .map(|(_, ms)| *ms)
+            .fold(0.0, f64::max)),
+        "client_stall_at_peak_ms": num(stalls
+            .iter()
+            .filter(|(t, _)| (*t - peak_at).abs() <= 0.5)
+            .map(|(_, ms)| *ms)
+            .fold(0.0, f64::max)),
         "series_start_s": origin,
         "reconnects_per_100ms": bins,
         "reconnects_per_100ms_honouring": bins_honour,
@@ -1339,7 +1387,8 @@ fn main() {
             "max_connection_age_jitter_s": s.max_age_jitter_s,
             "rebalance_rate_per_s": s.rebalance_rate,
             "backoff_ignoring_hint_ms": format!("{BACKOFF_MS} ± {BACKOFF_JITTER_MS} (uniform)"),
-            "ingress": "haproxy: balance leastconn; check inter 500ms rise 1 fall 2 (wsdrain: GET /readyz on the admin port; seed: TCP); retry-on conn-failure empty-response 503",
+            "balance": s.balance,
+            "ingress": "haproxy: balance (above); check inter 500ms rise 1 fall 2 (wsdrain: GET /readyz on the admin port; seed: TCP); retry-on conn-failure empty-response 503",
             "bin_ms": BIN_MS,
         },
         "results": rows,
