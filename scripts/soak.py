@@ -2,6 +2,11 @@
 proxy restarts, for a bounded time; samples the proxy's RSS and open descriptors and
 ends with a report (CSV of samples, JSON summary, Markdown table).
 
+`--single-process` keeps ONE proxy process for the whole run (no drain, no restart), so
+slow growth cannot hide behind a restart: it passes when RSS over the last half of the
+run stays within `--flat-pct` (3 %), descriptors return to the idle count and nothing
+panicked; it also writes `rss.svg`, a plot of RSS and open connections over time.
+
 Run through scripts/soak, which builds the release binary and sets up the venv.
 Everything talks to 127.0.0.1 only.
 """
@@ -138,6 +143,79 @@ class Stats:
         self.connect_errors = Counter()
 
 
+def write_plot(samples, path, title):
+    """An SVG plot of RSS (MiB, left axis) and open connections (right axis) over time,
+    written without any plotting library so the soak needs nothing beyond the test venv."""
+    rows = [r for r in samples if r["rss_kib"]]
+    if len(rows) < 2:
+        return
+    w, h, left, right, top, bottom = 900, 420, 70, 70, 40, 50
+    pw, ph = w - left - right, h - top - bottom
+    t_max = max(r["t"] for r in rows) or 1
+    rss = [r["rss_kib"] / 1024 for r in rows]
+    r_max = max(rss) * 1.1
+    a_max = max(max(r["active"] for r in rows), 1) * 1.1
+
+    def x(t):
+        return left + pw * t / t_max
+
+    def y(v, top_v):
+        return top + ph - ph * v / top_v
+
+    rss_pts = " ".join(f"{x(r['t']):.1f},{y(v, r_max):.1f}" for r, v in zip(rows, rss))
+    act_pts = " ".join(f"{x(r['t']):.1f},{y(max(r['active'], 0), a_max):.1f}" for r in rows)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+           f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="black"/>',
+           f'<line x1="{left + pw}" y1="{top}" x2="{left + pw}" y2="{top + ph}" stroke="black"/>']
+    for i in range(6):
+        tv = t_max * i / 5
+        out.append(f'<text x="{x(tv):.1f}" y="{top + ph + 18}" text-anchor="middle">'
+                   f'{tv / 60:.0f}</text>')
+        rv = r_max * i / 5
+        out.append(f'<text x="{left - 6}" y="{y(rv, r_max) + 4:.1f}" text-anchor="end" '
+                   f'fill="#c0392b">{rv:.1f}</text>')
+        av = a_max * i / 5
+        out.append(f'<text x="{left + pw + 6}" y="{y(av, a_max) + 4:.1f}" '
+                   f'fill="#2c6fbb">{av:.0f}</text>')
+        out.append(f'<line x1="{left}" y1="{y(rv, r_max):.1f}" x2="{left + pw}" '
+                   f'y2="{y(rv, r_max):.1f}" stroke="#eee"/>')
+    out += [f'<polyline fill="none" stroke="#2c6fbb" stroke-width="1" points="{act_pts}"/>',
+            f'<polyline fill="none" stroke="#c0392b" stroke-width="2" points="{rss_pts}"/>',
+            f'<text x="{w / 2}" y="{h - 10}" text-anchor="middle">minutes</text>',
+            f'<text x="15" y="{top + ph / 2}" fill="#c0392b" transform="rotate(-90 15 '
+            f'{top + ph / 2})" text-anchor="middle">RSS (MiB)</text>',
+            f'<text x="{w - 12}" y="{top + ph / 2}" fill="#2c6fbb" transform="rotate(90 '
+            f'{w - 12} {top + ph / 2})" text-anchor="middle">open connections</text>',
+            '</svg>']
+    Path(path).write_text("\n".join(out) + "\n")
+
+
+def last_half_flatness(samples, duration):
+    """RSS over the second half of a single-process run: min, max, first, last and the
+    spread in percent of the minimum (what `--flat-pct` bounds)."""
+    rows = [s for s in samples if s["phase"] == "run" and s["rss_kib"] and s["t"] >= duration / 2]
+    if len(rows) < 2:
+        return None
+    lo = min(r["rss_kib"] for r in rows)
+    hi = max(r["rss_kib"] for r in rows)
+    first, last = rows[0]["rss_kib"], rows[-1]["rss_kib"]
+    return {"from_s": rows[0]["t"], "samples": len(rows), "min_kib": lo, "max_kib": hi,
+            "first_kib": first, "last_kib": last,
+            "spread_pct": round(100 * (hi - lo) / lo, 2),
+            "drift_pct": round(100 * (last - first) / first, 2),
+            "active_range": [min(r["active"] for r in rows), max(r["active"] for r in rows)]}
+
+
+def proxy_exit_ok(drains):
+    """The single process ended through its own SIGTERM drain with exit code 0 (not an
+    earlier crash, not a kill)."""
+    return bool(drains) and drains[-1]["exit"] == 0
+
+
 def payload(rng):
     r = rng.random()
     if r < 0.70:
@@ -211,10 +289,19 @@ async def client(i, url, args, stats, stop, sem):
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
-    ap.add_argument("--duration", type=float, default=180, help="seconds")
-    ap.add_argument("--connections", type=int, default=1000)
+    ap.add_argument("--single-process", action="store_true",
+                    help="one proxy process for the whole run: no drain, no restart; pass = RSS "
+                         "over the last half within --flat-pct, descriptors back to idle, no "
+                         "panic (defaults: --duration 3600 --connections 3000)")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds (default 180; 3600 with --single-process)")
+    ap.add_argument("--connections", type=int, default=None,
+                    help="default 1000; 3000 with --single-process")
     ap.add_argument("--cycle", type=float, default=90,
-                    help="seconds between drains (each followed by a proxy restart)")
+                    help="seconds between drains (each followed by a proxy restart); "
+                         "ignored with --single-process")
+    ap.add_argument("--flat-pct", type=float, default=3,
+                    help="--single-process: largest RSS spread allowed over the last half")
     ap.add_argument("--interval", type=float, default=10,
                     help="mean seconds between messages per connection")
     ap.add_argument("--lifetime", type=float, default=120,
@@ -226,6 +313,12 @@ async def main():
                     help="seconds of each generation excluded from the flatness check")
     ap.add_argument("--out", default=str(ROOT / "target" / "soak"))
     args = ap.parse_args()
+    if args.duration is None:
+        args.duration = 3600 if args.single_process else 180
+    if args.connections is None:
+        args.connections = 3000 if args.single_process else 1000
+    if args.single_process:
+        args.cycle = float("inf")
 
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +333,17 @@ async def main():
 
     gen = 0
     proxy = Proxy(args, gen, listen, upstream, admin, outdir)
+    children = {"app": app, "proxy": proxy.p}
+
+    def watchdog():
+        """Hard stop: whatever hangs, nothing outlives --duration by more than 5 minutes."""
+        print(json.dumps({"watchdog": "killed the run"}), flush=True)
+        for c in children.values():
+            if c.poll() is None:
+                c.kill()
+        os._exit(3)
+
+    asyncio.get_running_loop().call_later(args.duration + 300, watchdog)
     await proxy.wait_ready()
     idle_fds = await quiet_fds(proxy.p.pid)  # before any client connects
     generations = [{"gen": 0, "pid": proxy.p.pid, "start": 0.0}]
@@ -285,6 +389,9 @@ async def main():
         await asyncio.sleep(args.sample)
         sample("run")
         elapsed = time.monotonic() - t0
+        if not proxy.alive():
+            print(json.dumps({"proxy_exited": proxy.p.returncode}), flush=True)
+            break
         if elapsed >= next_drain and elapsed + 20 < args.duration:
             code, secs = await proxy.terminate(timeout=60)
             errs = collect_errors(proxy.last_metrics)
@@ -293,6 +400,7 @@ async def main():
             print(json.dumps({"drain": drains[-1]}), flush=True)
             gen += 1
             proxy = Proxy(args, gen, listen, upstream, admin, outdir)
+            children["proxy"] = proxy.p
             await proxy.wait_ready()
             generations.append({"gen": gen, "pid": proxy.p.pid,
                                 "start": round(time.monotonic() - t0, 1)})
@@ -338,8 +446,10 @@ async def main():
                          "spread_pct": round(100 * (hi - lo) / lo, 1),
                          "drift_pct": round(100 * (last - first) / first, 1),
                          "active_range": [min(r["active"] for r in rows), max(r["active"] for r in rows)]})
+    single = last_half_flatness(samples, args.duration) if args.single_process else None
     summary = {
-        "args": vars(args),
+        "args": {k: (v if v != float("inf") else None) for k, v in vars(args).items()},
+        "single_process_last_half": single,
         "generations": generations,
         "drains": drains,
         "rss_flatness": flat,
@@ -358,8 +468,15 @@ async def main():
         "\n".join(",".join(str(v) for v in s.values()) for s in samples) + "\n")
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
-    ok = (not panics and stats.c["echo_mismatch"] == 0
-          and all(f["spread_pct"] <= 10 for f in flat)
+    if args.single_process:
+        write_plot(samples, outdir / "rss.svg",
+                   f"wsdrain single-process soak: {args.connections} clients, "
+                   f"{args.duration / 60:.0f} min, one process (pid {generations[0]['pid']})")
+        flat_ok = (single is not None and single["spread_pct"] <= args.flat_pct
+                   and len(generations) == 1 and proxy_exit_ok(drains))
+    else:
+        flat_ok = all(f["spread_pct"] <= 10 for f in flat)
+    ok = (not panics and stats.c["echo_mismatch"] == 0 and flat_ok
           and (end_fds is None or idle_fds is None or end_fds <= idle_fds))
     print("SOAK", "PASS" if ok else "FAIL")
     return 0 if ok else 1

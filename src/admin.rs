@@ -7,8 +7,9 @@
 //! operator started), `POST /shed?count=N` (closes N connections over the drain
 //! window). Every answer is built after the request took effect, from the drain's own
 //! state. State-changing endpoints require
-//! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is read on
-//! every such request, so a rotated token takes effect without a restart.
+//! `Authorization: Bearer <token>` when `--admin-token-file` is set; the file is checked
+//! on every such request (`admin_token`: cached, re-read when it changed), so a rotated
+//! token takes effect without a restart.
 //!
 //! Flow: requests come in from the admin listener ([`crate::accept`]); reads go to the
 //! metrics, the registry and [`crate::drain::Drain::status`]; writes go out as drain
@@ -25,7 +26,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::body::{Body, plain, response};
 use crate::drain::{Source, Trigger};
@@ -170,10 +171,9 @@ fn authorize(shared: &Sidecar, req: &Request<Incoming>) -> Result<(), Box<Respon
     let Some(path) = &shared.settings.admin_token_file else {
         return Ok(());
     };
-    let expected = match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        Ok(_) | Err(_) => {
-            warn!(path = %path.display(), "admin token file is unreadable or empty; refusing");
+    let expected = match crate::admin_token::expected(path) {
+        Ok(t) => t,
+        Err(_) => {
             return Err(Box::new(plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "admin token file is unreadable or empty",

@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod admin;
+pub mod admin_token;
 pub mod body;
 pub mod buffer_pool;
 pub mod cli;

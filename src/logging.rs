@@ -1,5 +1,7 @@
 //! Structured logs through `tracing`, as text for people or JSON for log pipelines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogFormat, LogOptions};
@@ -13,11 +15,19 @@ pub fn init(opts: &LogOptions) {
         );
         EnvFilter::new("info")
     });
+    // Colours are for people at a terminal; in `kubectl logs`, files and pipes the escape
+    // codes are noise that breaks grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_wanted());
     let _ = match opts.log_format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// True when stderr is a terminal and `NO_COLOR` (no-color.org) is unset or empty.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

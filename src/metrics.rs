@@ -71,6 +71,8 @@ pub struct Metrics {
     /// `wsdrain_upstream_up`: 1 when the app accepted TCP at the last attempt. Fed by
     /// `/readyz` and by real connections, so wsdrain adds no probes of its own.
     pub upstream_up: IntGauge,
+    /// `wsdrain_relay_buffers_in_use`: read buffers borrowed by relays (0 when all idle).
+    pub relay_buffers: IntGauge,
 }
 
 /// Registers `metric` in `registry` and hands it back. Names are fixed and unique in
@@ -208,6 +210,11 @@ impl Metrics {
             "wsdrain_upstream_up",
             "1 when the app accepted TCP at the last attempt (each /readyz check and each connection opened to it).",
         );
+        let relay_buffers = gauge(
+            r,
+            "wsdrain_relay_buffers_in_use",
+            "Read buffers currently borrowed by relays; idle connections hold none.",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -239,6 +246,7 @@ impl Metrics {
             rebalanced,
             max_connections,
             upstream_up,
+            relay_buffers,
         }
     }
 
@@ -268,6 +276,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.relay_buffers.set(crate::buffer_pool::in_use());
         let mut out = Vec::with_capacity(8192);
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

@@ -5,9 +5,18 @@
 //! connection (WebSocket and TCP mode; plain HTTP requests travel over pooled
 //! connections shared by many clients and carry `X-Forwarded-For` instead), and
 //! `--accept-proxy-protocol` reads one from a load balancer in front (AWS NLB, HAProxy).
-//! Reading never consumes a byte past the header, so what follows is untouched.
+//! Reading never consumes a byte past the header, so what follows is untouched, and a
+//! client that stops inside its header costs no CPU while it waits (bytes are peeked,
+//! then consumed, so the wait is a real readiness wait). Connections inside their
+//! header are bounded ([`MAX_PENDING_HEADERS`]).
+//!
+//! Version 2 families follow the spec: TCP/UDP over IPv4 and IPv6 carry the client's
+//! address; UNSPEC (family or transport) and AF_UNIX get LOCAL semantics (the socket's
+//! own peer is used); values the spec does not define are rejected, as it requires.
+//! TLVs are skipped, up to an address block of [`V2_MAX_LEN`] bytes.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -20,8 +29,16 @@ mod tests;
 const V2_SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// A v1 header is at most 107 bytes including CRLF.
 const V1_MAX: usize = 107;
-/// A v2 header's address block is at most this long (we accept TLVs up to it).
-const V2_MAX_LEN: usize = 512;
+/// A v2 header's address block (addresses plus TLVs) is at most this long. Cloud
+/// balancers send far less: AWS NLB's `PP2_TYPE_AWS` VPC endpoint id and GCP's Private
+/// Service Connect id are tens of bytes; HAProxy's SSL TLVs a few hundred. The bound
+/// keeps what one waiting connection can make us hold small.
+const V2_MAX_LEN: usize = 4096;
+
+/// Most connections that may be inside their PROXY header at once. Each holds a
+/// descriptor, a task and up to [`V2_MAX_LEN`] bytes; without a bound, clients that
+/// send `PROXY ` and wait would pile up until `--handshake-timeout`.
+pub const MAX_PENDING_HEADERS: usize = 512;
 
 /// Which header to send upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +64,9 @@ pub enum HeaderError {
     /// The socket failed while reading it.
     #[error("reading the PROXY protocol header: {0}")]
     Io(#[from] std::io::Error),
+    /// Too many connections are inside their header already ([`MAX_PENDING_HEADERS`]).
+    #[error("{MAX_PENDING_HEADERS} connections are already waiting to send their PROXY header")]
+    Busy,
 }
 
 /// Encodes a header saying the connection came from `src` to `dst`.
@@ -111,40 +131,77 @@ fn same_family(src: SocketAddr, dst: SocketAddr) -> (SocketAddr, SocketAddr) {
 /// Reads a v1 or v2 header from the start of `stream`, within `within`. Returns the
 /// client address it carries, or `None` for `LOCAL`/`UNKNOWN` (health checks from the
 /// balancer itself: use the socket's peer).
+///
+/// At most [`MAX_PENDING_HEADERS`] connections wait inside this function at once; past
+/// that a new one gets [`HeaderError::Busy`] at once (a balancer sends its header in
+/// the first packet, so only a slow or hostile client is ever caught waiting here).
 pub async fn read_header(
     stream: &mut TcpStream,
     within: Duration,
 ) -> Result<Option<SocketAddr>, HeaderError> {
+    let _slot = PendingSlot::take().ok_or(HeaderError::Busy)?;
     tokio::time::timeout(within, read_header_inner(stream))
         .await
         .map_err(|_| HeaderError::Timeout)?
 }
 
+/// Connections inside [`read_header`] right now.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_PENDING_HEADERS`] places; given back on drop.
+struct PendingSlot;
+
+impl PendingSlot {
+    fn take() -> Option<PendingSlot> {
+        PENDING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_PENDING_HEADERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingSlot)
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        PENDING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads exactly the header, never a byte past it. Bytes are peeked, and whatever part
+/// of them is certainly header is then read (consumed): the next peek finds an empty
+/// socket and really waits for readiness, so a client that stops halfway through costs
+/// no CPU while it waits (a peek alone never clears readiness, and waiting on
+/// `readable()` after it returns at once, for ever).
 async fn read_header_inner(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
+    // Header bytes read so far: all of them belong to the header.
+    let mut got: Vec<u8> = Vec::with_capacity(V1_MAX);
     let mut peek = [0u8; V1_MAX];
-    // Peek until the header's length is known and all of it has arrived.
     loop {
-        let n = stream.peek(&mut peek).await?;
+        // `got` stays shorter than V1_MAX here: `header_len` decides (length known or
+        // an error) before that, for both versions.
+        let room = V1_MAX - got.len();
+        let n = stream.peek(&mut peek[..room]).await?;
         if n == 0 {
-            return Err(HeaderError::Missing);
+            return Err(if got.is_empty() {
+                HeaderError::Missing
+            } else {
+                HeaderError::Malformed("the connection ended inside the header")
+            });
         }
-        let seen = &peek[..n];
-        match header_len(seen)? {
-            Some(len) if len <= n => {
-                let mut header = vec![0u8; len];
-                stream.read_exact(&mut header).await?;
-                return parse(&header);
+        let start = got.len();
+        got.extend_from_slice(&peek[..n]);
+        match header_len(&got)? {
+            Some(len) => {
+                // Keep what was there before this peek and read the rest for real.
+                got.truncate(start);
+                got.resize(len, 0);
+                stream.read_exact(&mut got[start..]).await?;
+                return parse(&got);
             }
-            Some(len) if len > V1_MAX => {
-                // A long v2 header (TLVs): read the fixed part, then the rest.
-                let mut header = vec![0u8; len];
-                stream.read_exact(&mut header).await?;
-                return parse(&header);
-            }
-            _ => {
-                // More bytes are on their way.
-                stream.readable().await?;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            None => {
+                // Every peeked byte is header: consume them, so the next peek waits.
+                stream.read_exact(&mut got[start..]).await?;
             }
         }
     }
@@ -225,13 +282,28 @@ fn parse_v1(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
 }
 
 fn parse_v2(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
+    if header.len() < 16 {
+        return Err(HeaderError::Malformed("v2 header shorter than 16 bytes"));
+    }
     let ver_cmd = header[12];
     if ver_cmd >> 4 != 2 {
         return Err(HeaderError::Malformed("v2 version is not 2"));
     }
+    let len = usize::from(u16::from_be_bytes([header[14], header[15]]));
+    if len > V2_MAX_LEN {
+        return Err(HeaderError::Malformed("v2 address block too long"));
+    }
+    if header.len() != 16 + len {
+        return Err(HeaderError::Malformed(
+            "v2 header length differs from its declared length",
+        ));
+    }
     let body = &header[16..];
     match ver_cmd & 0x0f {
-        0 => return Ok(None), // LOCAL
+        // LOCAL: "the receiver must accept this connection as valid and must use the
+        // real connection endpoints and discard the protocol block including the
+        // family which is ignored".
+        0 => return Ok(None),
         1 => {}
         _ => {
             return Err(HeaderError::Malformed(
@@ -239,15 +311,27 @@ fn parse_v2(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
             ));
         }
     }
-    match header[13] {
-        0x11 | 0x12 if body.len() >= 12 => {
+    let (family, transport) = (header[13] >> 4, header[13] & 0x0f);
+    if family > 3 || transport > 2 {
+        // "other values are unspecified and must not be emitted in version 2 of this
+        // protocol and must be rejected as invalid by receivers".
+        return Err(HeaderError::Malformed(
+            "v2 address family or transport not defined by the spec",
+        ));
+    }
+    match (family, transport) {
+        // UNSPEC family or transport ("the receiver is free to accept the connection
+        // anyway and use the real endpoint addresses"), and AF_UNIX, which no TCP peer
+        // can have: LOCAL semantics, the socket's own peer.
+        (0, _) | (_, 0) | (3, _) => Ok(None),
+        (1, _) if body.len() >= 12 => {
             let ip = std::net::Ipv4Addr::new(body[0], body[1], body[2], body[3]);
             Ok(Some(SocketAddr::new(
                 ip.into(),
                 u16::from_be_bytes([body[8], body[9]]),
             )))
         }
-        0x21 | 0x22 if body.len() >= 36 => {
+        (2, _) if body.len() >= 36 => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&body[..16]);
             let ip = std::net::Ipv6Addr::from(octets);
@@ -256,8 +340,6 @@ fn parse_v2(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
                 u16::from_be_bytes([body[32], body[33]]),
             )))
         }
-        0x00 => Ok(None), // UNSPEC
-        0x11 | 0x12 | 0x21 | 0x22 => Err(HeaderError::Malformed("v2 address block too short")),
-        _ => Err(HeaderError::Malformed("v2 address family not supported")),
+        _ => Err(HeaderError::Malformed("v2 address block too short")),
     }
 }

@@ -1113,3 +1113,486 @@ async fn pooled_connection_closed_by_app_is_not_a_502() {
     );
     proxy.assert_sound();
 }
+
+// ------------------------------------------------------ round two (issue 13, items 2–8)
+
+use hostile_support::round2::*;
+
+/// The upgrade request `path` sends, with `extra` header lines (each ending in CRLF).
+fn upgrade_request(target: &str, extra: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n{extra}\r\n"
+    )
+}
+
+/// Item 2: every `X-Forwarded-For` line reaches the app, in order, with the peer
+/// appended, on both paths. HAProxy's `option forwardfor` adds its own line after the
+/// client's; keeping only the first line would let a client replace the real address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xff_keeps_every_line_in_order() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &[]).await;
+    let two_lines = "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 10.1.2.3, 10.9.9.9\r\n";
+    // Plain path.
+    let resp = http_raw(
+        proxy.listen,
+        format!("GET /plain HTTP/1.1\r\nHost: x\r\n{two_lines}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&resp), 200, "{resp}");
+    // Upgrade path.
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    s.write_all(upgrade_request("/ws", two_lines).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head_only(&mut s, WAIT).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let want = vec!["6.6.6.6, 10.1.2.3, 10.9.9.9, 127.0.0.1".to_string()];
+    assert_eq!(heads.header(0, "x-forwarded-for"), want, "plain path");
+    assert_eq!(heads.header(1, "x-forwarded-for"), want, "upgrade path");
+    proxy.assert_sound();
+}
+
+/// Item 3: the upgrade path forwards in origin form (Host from an absolute-form target,
+/// RFC 9112 §3.2.2) and removes hop-by-hop headers, including those `Connection`
+/// names, except the `Connection: Upgrade` / `Upgrade: websocket` pair the upgrade
+/// itself needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_path_is_origin_form_without_hop_by_hop() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &[]).await;
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    let req = format!(
+        "GET http://other-host:8080/ws?room=1 HTTP/1.1\r\nHost: test\r\n\
+         Connection: Upgrade, X-Hop-Secret\r\nX-Hop-Secret: s3cret\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\nX-End-To-End: kept\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head_only(&mut s, WAIT).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo_roundtrip(&mut s, "through").await;
+    assert_eq!(heads.request_line(0), "get /ws?room=1 http/1.1");
+    assert_eq!(heads.header(0, "host"), vec!["other-host:8080"]);
+    for gone in ["x-hop-secret", "keep-alive", "te", "proxy-authorization"] {
+        assert!(
+            heads.header(0, gone).is_empty(),
+            "{gone} reached the app: {}",
+            heads.all()[0]
+        );
+    }
+    assert_eq!(heads.header(0, "connection"), vec!["upgrade"]);
+    assert_eq!(heads.header(0, "upgrade"), vec!["websocket"]);
+    assert_eq!(heads.header(0, "x-end-to-end"), vec!["kept"]);
+    assert_eq!(
+        heads.header(0, "sec-websocket-key"),
+        vec![KEY.to_ascii_lowercase()]
+    );
+    proxy.assert_sound();
+}
+
+/// Item 4, the request side: `Upgrade: h2c, websocket` is a WebSocket request (RFC 6455
+/// §4.2.1 asks only that the header contain `websocket`), and the app is offered
+/// `websocket` alone, so it cannot pick another protocol that wsdrain would then frame.
+/// An upgrade that does not offer `websocket` at all takes the plain path, where
+/// `Upgrade` is hop-by-hop and removed (RFC 9110 §7.8 lets a server ignore it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_is_offered_to_the_app() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &[]).await;
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: h2c, websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head_only(&mut s, WAIT).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        heads.header(0, "upgrade"),
+        vec!["websocket"],
+        "{}",
+        heads.all()[0]
+    );
+    // h2c alone: a plain request for the app, no Upgrade header, a normal answer.
+    let resp = http_raw(
+        proxy.listen,
+        b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(heads.header(1, "upgrade").is_empty(), "{}", heads.all()[1]);
+    assert!(heads.header(1, "http2-settings").is_empty());
+    proxy.assert_sound();
+}
+
+/// Item 4, the answer side: a 101 that does not switch to `websocket` (another
+/// protocol, or no `Upgrade` header at all) is never relayed as WebSocket: the client
+/// gets a 502, nothing is registered as a connection, and so nothing can later be
+/// parsed as frames or get a close frame injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_websocket_101_is_refused_not_framed() {
+    let (app, _heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &[]).await;
+    let before = proxy.errors("upstream_handshake").await;
+    for path in ["/h2c-101", "/bare-101"] {
+        let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+        s.write_all(upgrade_request(path, "").as_bytes())
+            .await
+            .unwrap();
+        let head = read_head_only(&mut s, WAIT).await.expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 502"), "{path}: {head}");
+    }
+    assert_eq!(proxy.metric("websocket_connections_active").await, 0);
+    assert_eq!(proxy.metric("websocket_connections_total").await, 0);
+    assert_eq!(proxy.errors("upstream_handshake").await, before + 2);
+    // A real WebSocket still works.
+    let mut ok = raw_ws(proxy.listen, "/ws").await;
+    echo_roundtrip(&mut ok, "still websocket").await;
+    proxy.assert_sound();
+}
+
+/// CPU time of `pid` in seconds, from /proc.
+fn cpu_secs(proxy: &Proxy) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    proxy.cpu_ticks() as f64 / hz
+}
+
+/// Item 5: a connection that sent `PROXY ` and waits costs nothing while it waits: 300
+/// of them idle for 3 s and the proxy uses well under 10 % of a core. Then one of them
+/// finishes its header and is served with the address it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_proxy_header_costs_no_cpu() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(
+        app,
+        &["--accept-proxy-protocol", "--handshake-timeout", "20s"],
+    )
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+        s.write_all(b"PROXY ").await.unwrap();
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_secs(&proxy);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_secs(&proxy) - before;
+    let share = used / t.elapsed().as_secs_f64();
+    assert!(
+        share < 0.10,
+        "300 connections waiting inside a PROXY header cost {:.0} % of a core",
+        share * 100.0
+    );
+    let mut s = conns.pop().unwrap();
+    s.write_all(b"TCP4 203.0.113.9 10.0.0.1 4000 80\r\nGET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"));
+    assert_eq!(heads.header(0, "x-forwarded-for"), vec!["203.0.113.9"]);
+    eprintln!(
+        "300 idle partial PROXY headers: {:.1} % of a core",
+        share * 100.0
+    );
+    proxy.assert_sound();
+}
+
+/// Item 5: connections still inside their PROXY header count against a bound; past it
+/// a new one is closed at once instead of holding a descriptor and a task until
+/// `--handshake-timeout`. A complete header is still served once the others are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_proxy_headers_are_bounded() {
+    let bound = wsdrain::proxy_protocol::MAX_PENDING_HEADERS;
+    let (app, _heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(
+        app,
+        &["--accept-proxy-protocol", "--handshake-timeout", "20s"],
+    )
+    .await;
+    let mut conns = Vec::new();
+    for _ in 0..bound {
+        let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+        s.write_all(b"PROXY ").await.unwrap();
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = proxy.errors("proxy_protocol").await;
+    let mut refused = 0;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+        s.write_all(b"PROXY ").await.unwrap();
+        if closed_within(&mut s, Duration::from_secs(2)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 20,
+        "connections past the bound of {bound} were held"
+    );
+    assert!(proxy.errors("proxy_protocol").await >= before + 20);
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    s.write_all(b"PROXY TCP4 203.0.113.9 10.0.0.1 4000 80\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"));
+    proxy.assert_sound();
+}
+
+/// Item 6: v2 headers with TLVs as AWS NLB (0xEA, VPC endpoint id) and GCP (0xE0, PSC
+/// connection id) send them, plus a CRC32C and padding, over a real socket; the bytes
+/// after the header reach the app untouched. A truncated v2 header is refused without
+/// harm to the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v2_with_cloud_tlvs_is_accepted() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &["--accept-proxy-protocol"]).await;
+    let mut tlvs = Vec::new();
+    let vpce = b"\x01vpce-0123456789abcdef0";
+    tlvs.extend_from_slice(&[0xEA, 0, vpce.len() as u8]);
+    tlvs.extend_from_slice(vpce);
+    tlvs.extend_from_slice(&[0xE0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    tlvs.extend_from_slice(&[0x03, 0, 4, 0, 0, 0, 0]); // CRC32C (not checked)
+    tlvs.extend_from_slice(&[0x04, 0x02, 0x00]); // NOOP padding, 512 bytes
+    tlvs.extend_from_slice(&[0u8; 512]);
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11]);
+    h.extend_from_slice(&((12 + tlvs.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[198, 51, 100, 7, 10, 0, 0, 1, 0x1f, 0x90, 0, 80]);
+    h.extend_from_slice(&tlvs);
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    s.write_all(&h).await.unwrap();
+    s.write_all(b"GET /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut s, WAIT).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    assert_eq!(heads.header(0, "x-forwarded-for"), vec!["198.51.100.7"]);
+    // 13 bytes of a v2 header, then the end: refused, process fine.
+    let mut s = TcpStream::connect(proxy.listen).await.unwrap();
+    s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x21").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(closed_within(&mut s, WAIT).await);
+    proxy.assert_sound();
+}
+
+/// Item 7: a webhook body that trickles in is cut with 408 once the body deadline
+/// passes, instead of holding its connection (and up to 4 MiB) for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_slow_body_gets_408() {
+    let hook = Webhook::start().await;
+    let mut tls = hook.connect().await.unwrap();
+    tls.write_all(
+        b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = started + Duration::from_secs(25);
+    while Instant::now() < deadline && find(&got, b"\r\n\r\n").is_none() {
+        let _ = tls.write_all(b" ").await;
+        if let Ok(Ok(n)) = timeout(Duration::from_millis(200), tls.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "after {:?} of trickling: {text:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// Item 7: 40 clients each hold a nearly complete 4 MiB body open (sent fast, last byte
+/// never) and keep dribbling; a normal review is still answered within 1 s, and the
+/// webhook's memory stays flat instead of growing by the bodies (40 × 4 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_survives_40_slow_bodies() {
+    let hook = Webhook::start().await;
+    let rss_before = hook.rss_kib();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tls = hook.connect().await.unwrap();
+        let stop = stop.clone();
+        slow.push(tokio::spawn(async move {
+            let len = 4 << 20;
+            let head = format!(
+                "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            );
+            if tls.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            let mut sent = 0;
+            while sent + chunk.len() < len - 1 {
+                if tls.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < len - 1 {
+                if tls.write_all(b" ").await.is_err() {
+                    return;
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let mut tls = hook.connect().await.unwrap();
+    let body = small_review();
+    let req = format!(
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    let resp = read_response(&mut tls, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"allowed\":true"), "{text}");
+    assert!(
+        took < Duration::from_secs(1),
+        "a normal review took {took:?}"
+    );
+    let grown = hook.rss_kib().saturating_sub(rss_before);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in slow {
+        t.abort();
+    }
+    eprintln!("webhook RSS grew {grown} KiB with 40 stalled 4 MiB bodies; review took {took:?}");
+    assert!(
+        grown < 48 * 1024,
+        "webhook RSS grew {grown} KiB holding 40 stalled bodies"
+    );
+}
+
+/// Item 7: concurrent connections are bounded: past the bound, a new connection is
+/// closed at once; once the crowd leaves, reviews are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_connections_are_bounded() {
+    let bound = wsdrain::webhook::MAX_CONNECTIONS;
+    let hook = Webhook::start().await;
+    let mut idle = Vec::new();
+    for _ in 0..bound {
+        idle.push(TcpStream::connect(hook.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(hook.addr).await.unwrap();
+        if closed_within(&mut s, Duration::from_secs(2)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 10,
+        "connections past the bound of {bound} were kept"
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut tls = hook.connect().await.unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_response(&mut tls, WAIT).await.unwrap();
+    assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"));
+}
+
+/// Item 8: an empty admin token file refuses every state-changing request (503), but
+/// says so in the log once, not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_token_file_warns_once() {
+    let dir = std::env::temp_dir().join(format!("wsdrain-hostile-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "").unwrap();
+    let (app, _seen) = start_app().await;
+    let mut proxy = Proxy::start(app, &["--admin-token-file", token.to_str().unwrap()]).await;
+    for _ in 0..200 {
+        let resp = http_raw(
+            proxy.admin,
+            b"POST /shed?count=1 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&resp), 503, "{resp}");
+    }
+    let warnings = proxy
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("admin token file"))
+        .count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for 200 requests with an empty token file"
+    );
+    // A token written later works without a restart, and a wrong one is still refused.
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let ok = http_raw(
+        proxy.admin,
+        b"POST /shed?count=0 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&ok), 202, "{ok}");
+    let wrong = http_raw(
+        proxy.admin,
+        b"POST /shed?count=0 HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer nope\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&wrong), 401, "{wrong}");
+    let _ = std::fs::remove_dir_all(&dir);
+    proxy.assert_sound();
+}
+
+/// Item 8: the one retry of a pooled plain request is for a connection the app closed
+/// without answering. An answer hyper cannot parse is a broken app, not a race: the
+/// request must not be sent twice (the app sees it once, the client gets a 502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_answer_is_not_retried() {
+    let (app, heads) = start_capture_app().await;
+    let mut proxy = Proxy::start(app, &[]).await;
+    let resp = http_raw(
+        proxy.listen,
+        b"GET /garbage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&resp), 502, "{resp}");
+    let sent = heads
+        .all()
+        .iter()
+        .filter(|h| h.starts_with("get /garbage"))
+        .count();
+    assert_eq!(sent, 1, "the app got the request {sent} times");
+    proxy.assert_sound();
+}

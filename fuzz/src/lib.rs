@@ -322,3 +322,33 @@ pub fn check_request_head(data: &[u8]) {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// Arbitrary bytes as a PROXY protocol header (what `--accept-proxy-protocol` reads from
+/// whoever connects). `parse` must return, never panic, on anything; an address it
+/// accepts must survive being written and read again in both versions; and a v2 header
+/// must be accepted only when its length is exactly 16 + the declared length.
+pub fn check_proxy_protocol(data: &[u8]) {
+    use wsdrain::proxy_protocol::{Version, encode, parse};
+    const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    let parsed = parse(data);
+    if data.starts_with(V2_SIG) && parsed.is_ok() {
+        assert!(data.len() >= 16, "a v2 header shorter than 16 bytes was accepted");
+        let declared = usize::from(u16::from_be_bytes([data[14], data[15]]));
+        assert_eq!(data.len(), 16 + declared, "v2 length differs from the declared one");
+    }
+    if let Ok(Some(src)) = parsed {
+        let dst: SocketAddr = "10.0.0.1:80".parse().expect("literal");
+        for version in [Version::V1, Version::V2] {
+            let again = parse(&encode(version, src, dst))
+                .unwrap_or_else(|e| panic!("{version:?} re-encoding of {src} refused: {e}"));
+            let again = again.expect("an address");
+            // Mixed families come back v4-mapped; compare as IPv6.
+            let v6 = |a: SocketAddr| match a.ip() {
+                std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                std::net::IpAddr::V6(v6) => v6,
+            };
+            assert_eq!(v6(again), v6(src), "{version:?} address changed");
+            assert_eq!(again.port(), src.port(), "{version:?} port changed");
+        }
+    }
+}

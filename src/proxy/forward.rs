@@ -6,8 +6,10 @@
 //!
 //! A pooled connection the app closes while idle races with the next request written
 //! onto it. A bodiless idempotent request (GET, HEAD, OPTIONS, TRACE) that fails that way
-//! is sent once more on a fresh connection, as RFC 9112 §9.3.1 allows, instead of
-//! becoming a 502 from a healthy app.
+//! (closed or reset before any answer, see `closed_before_answer`) is sent once more on
+//! a fresh connection, as RFC 9112 §9.3.1 allows, instead of becoming a 502 from a
+//! healthy app. Any other failure (refused, timed out, an unparsable answer) is not
+//! retried.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let upstream = shared.settings.upstream;
     let (mut parts, body) = req.into_parts();
+    headers::to_origin_form(&mut parts.uri, &mut parts.headers);
     let path = parts
         .uri
         .path_and_query()
@@ -72,11 +75,11 @@ pub async fn handle(
     let first = client.request(Request::from_parts(parts, body.boxed()));
     let request = async {
         match (first.await, retry) {
-            (Err(e), Some(again)) if !e.is_connect() => {
-                tracing::debug!(error = %e, "pooled connection failed; retrying the idempotent request once on a fresh one");
+            (Err(e), Some(again)) if closed_before_answer(&e) => {
+                tracing::debug!(error = %e, "pooled connection closed before an answer; retrying the idempotent request once on a fresh one");
                 send_on_fresh_connection(&shared, again).await
             }
-            (result, _) => result.map_err(Retry::Pooled),
+            (result, _) => result.map_err(ForwardError::Pooled),
         }
     };
     let mut resp = match timeout(shared.settings.response_timeout, request).await {
@@ -130,29 +133,64 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Why a plain request failed: on the pooled client, or on the fresh retry connection.
-enum Retry {
+/// The one error class a pooled request is retried on (RFC 9112 §9.3.1): the pooled
+/// connection was closed or reset under the request before any answer came (hyper:
+/// canceled, or "connection closed before message completed"; or a reset / broken pipe
+/// while writing). A refused connection, a timeout, or an answer hyper could not parse
+/// is something else: the app is unreachable or broken, and sending the request again
+/// would only repeat it.
+fn closed_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_connect() {
+        return false;
+    }
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() || h.is_incomplete_message() {
+                return true;
+            }
+            if h.is_parse() || h.is_parse_status() || h.is_timeout() || h.is_user() {
+                return false;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Why a plain request failed: on the pooled client, or on the fresh connection of the
+/// one retry. An error type (not a retry policy): it carries what the 502 says.
+enum ForwardError {
     Pooled(hyper_util::client::legacy::Error),
     Fresh(String),
 }
 
-impl Retry {
+impl ForwardError {
     fn is_connect(&self) -> bool {
         match self {
-            Retry::Pooled(e) => e.is_connect(),
-            Retry::Fresh(_) => false,
+            ForwardError::Pooled(e) => e.is_connect(),
+            ForwardError::Fresh(_) => false,
         }
     }
 
     fn reason(&self) -> String {
         match self {
-            Retry::Pooled(e) => error_chain(e),
-            Retry::Fresh(why) => why.clone(),
+            ForwardError::Pooled(e) => error_chain(e),
+            ForwardError::Fresh(why) => why.clone(),
         }
     }
 }
 
-impl std::fmt::Display for Retry {
+impl std::fmt::Display for ForwardError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reason())
     }
@@ -162,19 +200,19 @@ impl std::fmt::Display for Retry {
 async fn send_on_fresh_connection(
     shared: &Sidecar,
     req: Request<Body>,
-) -> Result<Response<Incoming>, Retry> {
+) -> Result<Response<Incoming>, ForwardError> {
     let stream = TcpStream::connect(shared.settings.upstream)
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))?;
+        .map_err(|e| ForwardError::Fresh(e.to_string()))?;
     sockets::tune(&stream, shared.settings.tcp_keepalive);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))?;
+        .map_err(|e| ForwardError::Fresh(e.to_string()))?;
     tokio::spawn(conn);
     sender
         .send_request(req)
         .await
-        .map_err(|e| Retry::Fresh(e.to_string()))
+        .map_err(|e| ForwardError::Fresh(e.to_string()))
 }
 
 /// The same bodiless request again (method, target, version, headers), in origin form

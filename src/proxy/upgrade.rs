@@ -1,16 +1,20 @@
-//! The WebSocket upgrade path: forward the handshake to the app unchanged, hand the
-//! app's answer back as it is, and after a 101 start the relay on the raw sockets.
+//! The WebSocket upgrade path: forward the handshake to the app, hand the app's answer
+//! back as it is, and after a 101 that switches to WebSocket start the relay on the raw
+//! sockets.
 //!
 //! The handshake is relayed, not re-done: subprotocols, extensions (permessage-deflate),
 //! cookies and auth headers stay end-to-end, and a 401 or 404 from the app reaches the
-//! client untouched. Limits are checked before the app is contacted.
+//! client untouched. Limits are checked before the app is contacted. The request is
+//! forwarded as strictly as a plain one: origin form, hop-by-hop headers removed, and
+//! the app offered `websocket` alone (`headers::prepare_upgrade`). A 101 that does not
+//! switch to `websocket` gets the client a 502: only WebSocket bytes are ever framed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::client::conn::http1 as client_http1;
-use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER, UPGRADE};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
@@ -95,6 +99,7 @@ pub async fn handle(
     });
 
     let (mut parts, body) = req.into_parts();
+    headers::prepare_upgrade(&mut parts);
     headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, body.boxed());
     let mut resp = match timeout(
@@ -127,6 +132,9 @@ pub async fn handle(
         m.rejected(Rejection::App);
         return resp.map(|b| b.boxed());
     }
+    if !headers::is_websocket_switch(&resp) {
+        return not_websocket(&shared, &resp);
+    }
     let app_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
     tokio::spawn(
@@ -149,6 +157,36 @@ fn upstream_failed(shared: &Sidecar, kind: ErrorKind, why: String) -> Response<B
     plain(
         StatusCode::BAD_GATEWAY,
         format!("wsdrain: upstream {upstream} {why}"),
+    )
+}
+
+/// 502 for a 101 that does not switch to WebSocket (`Upgrade: h2c`, or no `Upgrade`
+/// at all). wsdrain only ever relays WebSocket: another protocol would be parsed as
+/// frames and could get a close frame injected at a drain. The app's connection is
+/// dropped with the answer; the client's stays HTTP/1.1.
+fn not_websocket(shared: &Sidecar, resp: &Response<Incoming>) -> Response<Body> {
+    static LIMIT: LogLimit = LogLimit::new();
+    let upgrade = resp
+        .headers()
+        .get(UPGRADE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    if let Some(folded) = LIMIT.allow() {
+        warn!(
+            upstream = %shared.settings.upstream,
+            %upgrade,
+            folded,
+            "the app answered 101 without switching to websocket; refused"
+        );
+    }
+    shared.metrics.rejected(Rejection::App);
+    shared.metrics.error(ErrorKind::UpstreamHandshake);
+    plain(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "wsdrain: upstream {} answered 101 without switching to websocket (Upgrade: {upgrade:?})",
+            shared.settings.upstream
+        ),
     )
 }
 

@@ -14,16 +14,20 @@ pub mod tls;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use http_body_util::{BodyExt, Limited};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -40,6 +44,24 @@ pub const NAMESPACE_PATH: &str = "/mutate/namespace-enabled";
 
 /// Largest request body read; the API server's own request limit is 3 MiB.
 pub const MAX_BODY: usize = 4 << 20;
+
+/// Most connections served at once; past it a new connection is closed at once. The API
+/// server keeps a handful of connections per webhook; the bound stops a crowd of idle or
+/// slow clients from holding descriptors, tasks and TLS buffers without limit.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// How long a request body may take to arrive, in total; past it the answer is 408.
+/// The API server sends a review in one go and gives a webhook 10 s at most.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bodies up to this size are read with no further check: a pod's review is typically
+/// 5–50 KiB. `MAX_CONNECTIONS` of them is 32 MiB at worst.
+pub const SMALL_BODY: usize = 256 << 10;
+
+/// Bodies over [`SMALL_BODY`] (up to [`MAX_BODY`]) being read at once; one more gets a
+/// 503. Four is 16 MiB at worst, so the webhook stays well inside its 128 Mi limit
+/// however many clients send large bodies slowly.
+pub const MAX_LARGE_BODIES: usize = 4;
 
 /// Runs `wsdrain webhook` until SIGTERM/SIGINT, then keeps serving for the shutdown
 /// delay (while the endpoint is removed) and exits.
@@ -68,11 +90,13 @@ pub async fn run(opts: WebhookOptions) -> anyhow::Result<()> {
 }
 
 /// Serves HTTPS on `listener` forever; each connection gets the current certificate.
+/// At most [`MAX_CONNECTIONS`] at once: past that a new connection is closed at once.
 pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<InjectConfig>) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -85,11 +109,28 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            static LIMIT: LogLimit = LogLimit::new();
+            if let Some(folded) = LIMIT.allow() {
+                warn!(%peer, folded, "{MAX_CONNECTIONS} webhook connections open; closing a new one");
+            }
+            drop(stream);
+            continue;
+        };
         let certs = certs.clone();
         let cfg = cfg.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let acceptor = TlsAcceptor::from(certs.current());
+            let _slot = slot;
+            // The certificate check reads two files: off the async worker threads.
+            let config = match tokio::task::spawn_blocking(move || certs.current()).await {
+                Ok(config) => config,
+                Err(e) => {
+                    warn!(%peer, error = %e, "loading the TLS configuration failed");
+                    return;
+                }
+            };
+            let acceptor = TlsAcceptor::from(config);
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                 .await
             {
@@ -137,30 +178,112 @@ async fn route(
     Ok(resp)
 }
 
+/// Large bodies being read right now (see [`MAX_LARGE_BODIES`]).
+static LARGE_BODIES: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the [`MAX_LARGE_BODIES`] places; given back on drop.
+struct LargeBody;
+
+impl LargeBody {
+    fn take() -> Option<LargeBody> {
+        LARGE_BODIES
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_LARGE_BODIES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| LargeBody)
+    }
+}
+
+impl Drop for LargeBody {
+    fn drop(&mut self) {
+        LARGE_BODIES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer that also closes the connection: the rest of the body is not read.
+fn refuse(status: StatusCode, why: String) -> Box<Response<Body>> {
+    let mut resp = plain(status, why);
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    Box::new(resp)
+}
+
+/// Reads a review's body, bounded in size ([`MAX_BODY`], 413), in time
+/// ([`BODY_TIMEOUT`], 408) and in memory across requests (bodies over [`SMALL_BODY`]
+/// need one of [`MAX_LARGE_BODIES`] places, else 503).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes"),
+        ));
+    }
+    let mut large: Option<LargeBody> = None;
+    let too_many = || {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{MAX_LARGE_BODIES} request bodies over {SMALL_BODY} bytes are being read already; retry"
+            ),
+        )
+    };
+    if declared.is_some_and(|n| n > SMALL_BODY as u64) {
+        large = Some(LargeBody::take().ok_or_else(too_many)?);
+    }
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > MAX_BODY {
+                return Err(refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than {MAX_BODY} bytes"),
+                ));
+            }
+            if buf.len() + data.len() > SMALL_BODY && large.is_none() {
+                large = Some(LargeBody::take().ok_or_else(too_many)?);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(Bytes::from(buf)),
+        Ok(Err(resp)) => Err(resp),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 async fn mutate(
     cfg: &InjectConfig,
     peer: SocketAddr,
     req: Request<Incoming>,
     namespace_opted_in: bool,
 ) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            let too_big = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if too_big {
-                plain(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than {MAX_BODY} bytes"),
-                )
-            } else {
-                plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}"),
-                )
-            };
-        }
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return *resp,
     };
     match review::review(&body, cfg, namespace_opted_in) {
         Ok(reviewed) => {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod round2;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -595,7 +597,7 @@ async fn app_conn(mut s: TcpStream, seen: Seen) -> std::io::Result<()> {
     }
 }
 
-async fn strict_echo(mut s: TcpStream, early: Vec<u8>) -> std::io::Result<()> {
+pub async fn strict_echo(mut s: TcpStream, early: Vec<u8>) -> std::io::Result<()> {
     let (rd, mut wr) = s.split();
     let mut r = AsyncReadExt::chain(std::io::Cursor::new(early), rd);
     loop {

@@ -2,7 +2,7 @@
 //! the same checks as the fuzz targets. Not coverage-guided; it exists so the checks run
 //! where nightly or cargo-fuzz is missing.
 //!
-//! usage: random-loop <frame_tracker|request_head> <seconds> [seed-dir]
+//! usage: random-loop <frame_tracker|request_head|proxy_protocol> <seconds> [seed-dir]
 
 use std::panic;
 use std::time::{Duration, Instant};
@@ -31,6 +31,15 @@ const TOKENS: &[&[u8]] = &[
     b"\x88\x82\x03\xe8",
     b"\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff",
     b"\x89\x00",
+    b"PROXY ",
+    b"TCP4 ",
+    b"TCP6 ",
+    b"UNKNOWN",
+    b"\r\n\r\n\x00\r\nQUIT\n",
+    b"\x21\x11\x00\x0c",
+    b"\x21\x21\x00\x24",
+    b"\x20\x00\x00\x00",
+    b"\x21\x31\x00\xd8",
 ];
 
 struct Rng(u64);
@@ -103,6 +112,7 @@ fn main() {
     let check: fn(&[u8]) = match target {
         "frame_tracker" => wsdrain_fuzz::check_frame_tracker,
         "request_head" => wsdrain_fuzz::check_request_head,
+        "proxy_protocol" => wsdrain_fuzz::check_proxy_protocol,
         other => {
             eprintln!("unknown target {other}");
             std::process::exit(2);

@@ -1,0 +1,396 @@
+//! One direction of a relayed connection: the buffering, the socket I/O and the feeding
+//! of the [`FrameTracker`], apart from the close choreography that decides what to do.
+//!
+//! Data flows in from the source socket (readiness first, then a read into a buffer
+//! borrowed from [`buffer_pool`] only while bytes move), through the tracker (which says
+//! how much may be forwarded and what happened), and out to the destination socket,
+//! with at most one frame of wsdrain's own ([`Injection`]) put in at a boundary.
+//! What the connection has to decide on comes out as a [`PumpEvent`]; the decisions come
+//! back in as the pump's flags (`discard`, `swallow_close`, `shutdown_after_flush`, ...).
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::task::{Context, Poll, ready};
+
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::{PING_PAYLOAD, RelaySettings};
+use crate::buffer_pool;
+use crate::frame_tracker::{Event, FrameTracker, StopAt, control_payload};
+use crate::metrics::DirectionMetrics;
+
+/// Something a pump needs the connection to decide on.
+#[derive(Debug)]
+pub(super) enum PumpEvent {
+    /// A close frame from the source (forwarded, or withheld when swallowing).
+    Close(Option<u16>),
+    /// wsdrain's own close frame (with this code) has been written to the destination.
+    Injected(u16),
+    /// wsdrain's own ping has been written to the destination socket.
+    PingSent,
+    /// A pong answering wsdrain's ping was withheld from the destination.
+    PongSwallowed,
+    /// The source sent a message over the size limit.
+    TooBig,
+    /// The source closed its side.
+    Eof,
+    /// Reading the source failed (reset): treated like EOF.
+    ReadError,
+    /// Writing to the destination failed: it is gone.
+    WriteError,
+}
+
+/// One direction of a relay.
+///
+/// Buffer layout while a buffer is borrowed: `[pos..fwd)` is cleared for writing,
+/// `[fwd..scanned)` was accounted for and is dropped, `[scanned..filled)` waits for
+/// more bytes (an incomplete header or control frame).
+pub(super) struct Pump {
+    pub(super) tracker: FrameTracker,
+    buf: Option<buffer_pool::Buf>,
+    pos: usize,
+    fwd: usize,
+    scanned: usize,
+    filled: usize,
+    /// A frame of wsdrain's own being written.
+    inject: Vec<u8>,
+    inject_pos: usize,
+    /// A control frame of wsdrain's own to write at the next boundary of kind `stop`.
+    pub(super) want: Option<Injection>,
+    pub(super) stop: StopAt,
+    /// Everything from the source is accounted for but no longer written.
+    pub(super) discard: bool,
+    /// Withhold the next close frame from the source and start discarding.
+    pub(super) swallow_close: bool,
+    /// Shut the destination's write side once everything queued is written.
+    pub(super) shutdown_after_flush: bool,
+    read_done: bool,
+    pub(super) write_done: bool,
+    eof_reported: bool,
+    event: Option<PumpEvent>,
+    /// WebSocket framing; false in TCP mode.
+    framed: bool,
+    /// Bytes arrived from the source since the relay last looked (liveness).
+    pub(super) got_bytes: bool,
+    /// A protocol violation was logged for this direction already.
+    violation_logged: bool,
+}
+
+/// A control frame of wsdrain's own, waiting for a boundary in the stream.
+#[derive(Debug)]
+pub(super) enum Injection {
+    /// A close frame with its code: the stream to the destination ends there.
+    Close { frame: Vec<u8>, code: u16 },
+    /// A liveness ping: the stream goes on after it.
+    Ping(Vec<u8>),
+}
+
+impl Pump {
+    pub(super) fn new(settings: &RelaySettings, early: &[u8], tracker: FrameTracker) -> Self {
+        let mut pump = Pump {
+            tracker,
+            buf: None,
+            pos: 0,
+            fwd: 0,
+            scanned: 0,
+            filled: 0,
+            inject: Vec::new(),
+            inject_pos: 0,
+            want: None,
+            stop: StopAt::Never,
+            discard: false,
+            swallow_close: false,
+            shutdown_after_flush: false,
+            read_done: false,
+            write_done: false,
+            eof_reported: false,
+            event: None,
+            framed: settings.framed,
+            got_bytes: false,
+            violation_logged: false,
+        };
+        if !early.is_empty() {
+            let mut buf = buffer_pool::take_at_least(early.len());
+            buf[..early.len()].copy_from_slice(early);
+            pump.filled = early.len();
+            pump.buf = Some(buf);
+        }
+        pump
+    }
+
+    /// Queues a close frame of wsdrain's own for the next boundary of kind `stop`.
+    pub(super) fn want_inject(&mut self, frame: Vec<u8>, code: u16, stop: StopAt) {
+        self.want = Some(Injection::Close { frame, code });
+        self.stop = stop;
+    }
+
+    /// The destination is gone: stop writing, keep reading to see the source's end.
+    pub(super) fn abandon(&mut self) {
+        self.write_done = true;
+        self.discard = true;
+        self.want = None;
+    }
+
+    /// The source is taken for dead: stop waiting for its bytes.
+    pub(super) fn stop_reading(&mut self) {
+        self.read_done = true;
+        self.eof_reported = true;
+    }
+
+    pub(super) fn finished(&self) -> bool {
+        self.read_done && self.write_done && self.event.is_none()
+    }
+
+    /// Writes what is queued. Ready(Ok) when nothing is left to write.
+    fn poll_flush(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &TcpStream,
+        m: &DirectionMetrics,
+    ) -> Poll<io::Result<()>> {
+        if self.write_done {
+            self.pos = self.fwd;
+            self.inject_pos = self.inject.len();
+            return Poll::Ready(Ok(()));
+        }
+        while self.pos < self.fwd {
+            let Some(buf) = self.buf.as_deref() else {
+                break;
+            };
+            ready!(dst.poll_write_ready(cx))?;
+            match dst.try_write(&buf[self.pos..self.fwd]) {
+                Ok(n) => {
+                    self.pos += n;
+                    m.bytes.inc_by(n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        while self.inject_pos < self.inject.len() {
+            ready!(dst.poll_write_ready(cx))?;
+            match dst.try_write(&self.inject[self.inject_pos..]) {
+                Ok(n) => self.inject_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// After a flush: skips dropped bytes, moves a waiting tail to the front, and gives
+    /// the buffer back when it holds nothing.
+    fn compact(&mut self) {
+        let Some(buf) = self.buf.as_mut() else { return };
+        self.pos = self.scanned;
+        self.fwd = self.scanned;
+        if self.scanned == self.filled {
+            if let Some(b) = self.buf.take() {
+                buffer_pool::give(b);
+            }
+            self.pos = 0;
+            self.fwd = 0;
+            self.scanned = 0;
+            self.filled = 0;
+        } else if self.scanned > 0 {
+            buf.copy_within(self.scanned..self.filled, 0);
+            self.filled -= self.scanned;
+            self.pos = 0;
+            self.fwd = 0;
+            self.scanned = 0;
+        }
+    }
+
+    /// Feeds unscanned bytes to the tracker. True when anything changed.
+    fn scan(&mut self, m: &DirectionMetrics) -> bool {
+        let Some(buf) = self.buf.as_deref() else {
+            return false;
+        };
+        let base = self.scanned;
+        if !self.framed {
+            let progressed = self.filled > base;
+            if !self.discard {
+                self.fwd = self.filled;
+            }
+            self.scanned = self.filled;
+            return progressed;
+        }
+        let stop = if self.want.is_some() && !self.write_done {
+            self.stop
+        } else {
+            StopAt::Never
+        };
+        let feed = self.tracker.feed(&buf[base..self.filled], stop);
+        let end = base + feed.consumed;
+        if self.discard {
+            m.dropped_frames.inc_by(u64::from(feed.data_frames));
+        } else {
+            m.messages.inc_by(u64::from(feed.messages));
+        }
+        if feed.violations > 0 {
+            m.violations.inc_by(u64::from(feed.violations));
+            if !std::mem::replace(&mut self.violation_logged, true) {
+                debug!("relaying a frame that breaks RFC 6455, for the peer to judge");
+            }
+        }
+        match feed.event {
+            Event::Close { start, code } => {
+                if !self.discard {
+                    if self.swallow_close {
+                        self.fwd = base + start;
+                        self.discard = true;
+                    } else {
+                        self.fwd = end;
+                    }
+                }
+                self.event = Some(PumpEvent::Close(code));
+            }
+            Event::TooBig => {
+                if !self.discard {
+                    self.fwd = end;
+                }
+                // Past the offending header only discarding remains; keep parsing.
+                self.tracker.disable_limit();
+                self.event = Some(PumpEvent::TooBig);
+            }
+            Event::Pong { start } => {
+                let ours = control_payload(&buf[base + start..end]) == PING_PAYLOAD;
+                if !self.discard {
+                    self.fwd = if ours { base + start } else { end };
+                }
+                if ours {
+                    self.event = Some(PumpEvent::PongSwallowed);
+                }
+            }
+            Event::Boundary | Event::None => {
+                if !self.discard {
+                    self.fwd = end;
+                }
+            }
+        }
+        self.scanned = end;
+        feed.consumed > 0 || feed.event != Event::None
+    }
+
+    pub(super) fn poll_pump(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        m: &DirectionMetrics,
+    ) -> Poll<PumpEvent> {
+        loop {
+            match self.poll_flush(cx, dst, m) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => {
+                    self.write_done = true;
+                    self.discard = true;
+                    self.want = None;
+                    return Poll::Ready(PumpEvent::WriteError);
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            self.compact();
+            if !self.inject.is_empty() {
+                self.inject = Vec::new();
+                self.inject_pos = 0;
+            }
+            if let Some(ev) = self.event.take() {
+                return Poll::Ready(ev);
+            }
+            if let Some(injection) = self.want.take_if(|_| {
+                !self.write_done
+                    && match self.stop {
+                        StopAt::MessageEnd => self.tracker.at_message_boundary(),
+                        _ => self.tracker.at_frame_boundary(),
+                    }
+            }) {
+                self.inject_pos = 0;
+                self.stop = StopAt::Never;
+                self.event = Some(match injection {
+                    Injection::Close { frame, code } => {
+                        self.inject = frame;
+                        // After our close, nothing more may reach this destination.
+                        self.discard = true;
+                        PumpEvent::Injected(code)
+                    }
+                    Injection::Ping(frame) => {
+                        self.inject = frame;
+                        PumpEvent::PingSent
+                    }
+                });
+                continue;
+            }
+            if self.shutdown_after_flush && !self.write_done && self.want.is_none() {
+                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+                self.write_done = true;
+            }
+            if self.scanned < self.filled && self.scan(m) {
+                continue;
+            }
+            if self.read_done {
+                if !self.eof_reported {
+                    self.eof_reported = true;
+                    return Poll::Ready(PumpEvent::Eof);
+                }
+                return Poll::Pending;
+            }
+            if let Err(_e) = ready!(src.poll_read_ready(cx)) {
+                self.read_done = true;
+                self.eof_reported = true;
+                return Poll::Ready(PumpEvent::ReadError);
+            }
+            let buf = self.buf.get_or_insert_with(buffer_pool::take);
+            if self.filled == buf.len() {
+                // Cannot happen (a waiting tail is at most 139 bytes), but a full buffer
+                // must never turn into a zero-length read that looks like EOF.
+                buf.grow();
+            }
+            match read_once(src, &mut buf[self.filled..]) {
+                Ok(0) => self.read_done = true,
+                Ok(n) => {
+                    self.filled += n;
+                    self.got_bytes = true;
+                    self.scan(m);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.filled == 0
+                        && let Some(b) = self.buf.take()
+                    {
+                        buffer_pool::give(b);
+                    }
+                }
+                Err(_) => {
+                    self.read_done = true;
+                    self.eof_reported = true;
+                    return Poll::Ready(PumpEvent::ReadError);
+                }
+            }
+        }
+    }
+}
+
+/// Reads what the socket holds, like `try_read`, except that a short read also clears
+/// tokio's readiness, as `AsyncRead::poll_read` does: the socket is drained, so the next
+/// read waits for epoll instead of costing a `recvfrom` that fails with EAGAIN (a third
+/// of the relay's syscalls on small messages before this).
+fn read_once(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len();
+    let mut got = 0;
+    let result = src.try_io(Interest::READABLE, || {
+        let n = (&*SockRef::from(src)).read(buf)?;
+        got = n;
+        if n > 0 && n < len {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}

@@ -1,0 +1,264 @@
+//! Parts for the round-two hostile tests (issue 13): an app that records every request
+//! head it gets and answers by path (including 101s that are not WebSocket), and a
+//! real `wsdrain webhook` process with a certificate made here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::find;
+use crate::common::free_addr;
+
+/// Every request head the capture app received, lower-cased, in order.
+#[derive(Default, Clone)]
+pub struct Heads(pub Arc<Mutex<Vec<String>>>);
+
+impl Heads {
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The header lines named `name` (lower case) of head number `i`.
+    pub fn header(&self, i: usize, name: &str) -> Vec<String> {
+        let heads = self.all();
+        let Some(head) = heads.get(i) else {
+            return Vec::new();
+        };
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+
+    pub fn request_line(&self, i: usize) -> String {
+        self.all()
+            .get(i)
+            .and_then(|h| h.split("\r\n").next())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// The capture app. Answers by path: `/h2c-101` switches to `h2c` (101 with
+/// `Upgrade: h2c`) and then writes bytes that look like a WebSocket close frame;
+/// `/bare-101` answers 101 with no `Upgrade` header; `/garbage` answers a response
+/// hyper cannot parse; any other upgrade gets a proper WebSocket 101 and then every byte
+/// echoed; any other request gets `200 ok`.
+pub async fn start_capture_app() -> (SocketAddr, Heads) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Heads::default();
+    let heads2 = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let heads = heads2.clone();
+            tokio::spawn(async move {
+                let _ = capture_conn(s, heads).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+async fn capture_conn(mut s: TcpStream, heads: Heads) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(end) = find(&buf, b"\r\n\r\n") {
+                break end;
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end + 4]).to_ascii_lowercase();
+        buf.drain(..end + 4);
+        heads.0.lock().unwrap().push(head.clone());
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let key = head
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("sec-websocket-key:"))
+            .map(|k| k.trim().to_string());
+        let is_upgrade = head.contains("\r\nupgrade:");
+        if path.starts_with("/h2c-101") {
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            )
+            .await?;
+            // An h2c-ish preface, then bytes a frame parser would read as a close.
+            s.write_all(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x88\x02\x03\xe8")
+                .await?;
+            let _ = s.read(&mut chunk).await;
+            return Ok(());
+        }
+        if path.starts_with("/bare-101") {
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n")
+                .await?;
+            let _ = s.read(&mut chunk).await;
+            return Ok(());
+        }
+        if path.starts_with("/garbage") {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nok")
+                .await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Ok(());
+        }
+        if is_upgrade && let Some(key) = key {
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key.as_bytes())
+            );
+            s.write_all(resp.as_bytes()).await?;
+            return super::strict_echo(s, buf).await;
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            .await?;
+    }
+}
+
+/// Reads one response head (up to the blank line) byte by byte, so nothing after it is
+/// consumed; `None` when the connection ends first or `limit` passes.
+pub async fn read_head_only(s: &mut TcpStream, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A `wsdrain webhook` process on a free loopback port with a fresh certificate.
+pub struct Webhook {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub ca: CertificateDer<'static>,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Webhook {
+    pub async fn start() -> Webhook {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "wsdrain-hostile-webhook-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+        let addr = free_addr();
+        let log = dir.join("webhook.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_wsdrain"))
+            .args([
+                "webhook",
+                "--listen",
+                &addr.to_string(),
+                "--shutdown-delay",
+                "0s",
+            ])
+            .arg("--tls-cert")
+            .arg(dir.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn wsdrain webhook");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "webhook did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Webhook {
+            child,
+            addr,
+            ca: cert.der().clone(),
+            dir,
+            log,
+        }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    /// A TLS connection that trusts only this webhook's certificate.
+    pub async fn connect(&self) -> std::io::Result<TlsStream<TcpStream>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(self.addr).await?;
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A minimal AdmissionReview for a pod that is not opted in (answered `allowed`, no
+/// patch): what the API server sends for most pods.
+pub fn small_review() -> Vec<u8> {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "p", "namespace": "default"},
+                       "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
