@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# wsdrain: a static (musl) binary on distroless/static, non-root, ~6.5 MB image layer.
+# wsdrain: a static (musl) binary on distroless/static, non-root, ~7 MB image layer.
 #   docker build -t wsdrain/wsdrain:0.1.0 .
 # CI has no Docker engine; scripts/check-static-build builds the same target
 # (x86_64-unknown-linux-musl, --release --locked) and checks the binary is static.

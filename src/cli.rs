@@ -44,6 +44,10 @@ pub enum Command {
     Webhook(WebhookOptions),
     /// Run a demo on this machine: app, sidecar, clients, a drain, and the numbers.
     Demo(DemoOptions),
+    /// Remove what `wsdrain inject` added (a file or stdin, to stdout).
+    Uninject(UninjectOptions),
+    /// Print everything the webhook needs, for `kubectl apply -f -`.
+    Install(InstallOptions),
     /// Print version and build information.
     Version,
 }
@@ -237,6 +241,12 @@ pub struct InjectDefaults {
     /// (an init container with `restartPolicy: Always`, Kubernetes >= 1.29).
     #[arg(long, env = "WSDRAIN_CLASSIC")]
     pub classic: bool,
+    /// Kubernetes version of the target cluster (e.g. `1.31`). A Service's named
+    /// `targetPort` reaches a native sidecar only from 1.32, so below that a pod whose
+    /// named port is taken over gets the classic sidecar; below 1.29 every pod does.
+    /// Unset: a cluster of 1.32 or later.
+    #[arg(long, env = "WSDRAIN_KUBERNETES_VERSION", value_parser = crate::values::parse_kubernetes_version)]
+    pub kubernetes_version: Option<u32>,
 }
 
 /// Settings of `wsdrain inject`.
@@ -254,6 +264,10 @@ pub struct InjectOptions {
     /// still wins).
     #[arg(long, env = "WSDRAIN_ALL")]
     pub all: bool,
+    /// Replace a sidecar injected by an older wsdrain (pods carrying an older
+    /// `wsdrain.io/version`) with this version's; without it such pods are left as they are.
+    #[arg(long, env = "WSDRAIN_UPGRADE")]
+    pub upgrade: bool,
     /// Admin token written into every pod injected in this run. Without it each pod gets
     /// a random token and the output differs between runs: pass one for GitOps.
     #[arg(long, env = "WSDRAIN_TOKEN", value_parser = parse_token)]
@@ -284,6 +298,57 @@ pub struct WebhookOptions {
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
+}
+
+/// Settings of `wsdrain uninject`.
+#[derive(Debug, Clone, Args)]
+pub struct UninjectOptions {
+    /// File to read (YAML or JSON, multi-document); `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WSDRAIN_FILENAME",
+        default_value = "-"
+    )]
+    pub filename: PathBuf,
+}
+
+/// Settings of `wsdrain install`: what a platform team chooses once, so that
+/// `wsdrain install | kubectl apply -f -` is the whole installation.
+#[derive(Debug, Clone, Args)]
+pub struct InstallOptions {
+    /// Image of the webhook (the wsdrain binary).
+    #[arg(long, env = "WSDRAIN_IMAGE", default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
+    pub image: String,
+    /// Image of the injected sidecar; default: the same as --image.
+    #[arg(long, env = "WSDRAIN_SIDECAR_IMAGE")]
+    pub sidecar_image: Option<String>,
+    /// Namespace the webhook runs in (created by the output).
+    #[arg(long, env = "WSDRAIN_NAMESPACE", default_value = "wsdrain-system", value_parser = crate::values::parse_namespace)]
+    pub namespace: String,
+    /// Issue the serving certificate with cert-manager (Issuer + Certificate, caBundle
+    /// filled in by its cainjector) instead of generating it now.
+    #[arg(long, env = "WSDRAIN_CERT_MANAGER")]
+    pub cert_manager: bool,
+    /// Days the generated serving certificate is valid (the CA: ten times as long).
+    #[arg(long, env = "WSDRAIN_CERT_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub cert_days: u32,
+    /// Kubernetes version of the cluster (e.g. `1.31`), passed to the webhook; see
+    /// `wsdrain inject --help`.
+    #[arg(long, env = "WSDRAIN_KUBERNETES_VERSION", value_parser = crate::values::parse_kubernetes_version)]
+    pub kubernetes_version: Option<u32>,
+    /// Also call the webhook for pods that opt in with the annotation
+    /// `wsdrain.io/inject: "true"` only (no label): every pod creation in every
+    /// namespace then reaches the webhook, as without an objectSelector.
+    #[arg(long, env = "WSDRAIN_ANNOTATION_OPT_IN")]
+    pub annotation_opt_in: bool,
+    /// Webhook replicas.
+    #[arg(long, env = "WSDRAIN_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub replicas: u16,
+    /// Flags of `wsdrain webhook` (its injection defaults such as `--drain-window=60s`),
+    /// after `--`; checked here, written into the webhook's Deployment.
+    #[arg(last = true)]
+    pub webhook_args: Vec<String>,
 }
 
 /// Settings of `wsdrain demo`.

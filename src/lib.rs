@@ -18,6 +18,7 @@ pub mod frame_tracker;
 pub mod heap_trim;
 pub mod hint;
 pub mod inject;
+pub mod install;
 pub mod log_limit;
 pub mod logging;
 pub mod metrics;

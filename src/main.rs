@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsdrain::cli::{Cli, Command};
-use wsdrain::{demo, drain_client, inject, logging, sidecar, webhook};
+use wsdrain::{demo, drain_client, inject, install, logging, sidecar, webhook};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         }
         Command::Demo(opts) => finish(runtime().and_then(|rt| rt.block_on(demo::run(opts)))),
         Command::Inject(opts) => finish(inject::command::run(&opts)),
+        Command::Uninject(opts) => finish(inject::command::run_uninject(&opts)),
+        Command::Install(opts) => finish(install::run(&opts)),
         Command::Webhook(opts) => {
             logging::init(&opts.log);
             finish(runtime().and_then(|rt| rt.block_on(webhook::run(opts))))

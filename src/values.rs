@@ -1,5 +1,5 @@
 //! Value parsers for every setting a person types: durations, sizes, rates, close codes,
-//! tokens and Kubernetes quantities.
+//! tokens, Kubernetes quantities, versions and namespace names.
 //!
 //! One leaf module that both doors use: the sidecar's flags (and their `WSDRAIN_*`
 //! environment twins, through `cli.rs`) and the injector's per-pod annotations
@@ -180,6 +180,34 @@ fn is_quantity(s: &str) -> bool {
         return !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit());
     }
     SUFFIXES.contains(&suffix)
+}
+
+/// Reads `--kubernetes-version` (`1.31`, `v1.31.4`) as the minor version. Only 1.x
+/// exists; below 1.29 native sidecars are off by default, which the injector handles, so
+/// any 1.x is accepted.
+pub fn parse_kubernetes_version(raw: &str) -> Result<u32, String> {
+    let v = raw.trim().trim_start_matches('v');
+    let mut parts = v.split('.');
+    match (parts.next(), parts.next().map(str::parse::<u32>)) {
+        (Some("1"), Some(Ok(minor))) if parts.all(|p| p.parse::<u32>().is_ok()) => Ok(minor),
+        _ => Err("expected a Kubernetes version such as 1.31 or v1.31.4".into()),
+    }
+}
+
+/// A namespace name: an RFC 1123 label (what Kubernetes accepts).
+pub fn parse_namespace(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 63
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !raw.starts_with('-')
+        && !raw.ends_with('-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("expected a namespace name: at most 63 lowercase letters, digits and '-'".into())
+    }
 }
 
 #[cfg(test)]

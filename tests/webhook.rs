@@ -79,6 +79,7 @@ fn inject_config() -> InjectConfig {
         defaults: Settings::from(&opts.defaults),
         all: false,
         token: None,
+        upgrade: true,
     }
 }
 
@@ -448,4 +449,76 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         .expect("wait");
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_pod_injected_by_an_older_wsdrain_is_upgraded_on_creation() {
+    let (server, _) = start("upgrade").await;
+    // A pod created from a template an older `wsdrain inject` wrote: older image and
+    // version annotation, with its undo record.
+    let plain = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "feed", "labels": {"wsdrain.io/inject": "enabled"}},
+        "spec": {"containers": [{"name": "feed", "image": "feed:1",
+                                 "ports": [{"name": "http", "containerPort": 8080}]}]},
+    });
+    let mut old_cfg = inject_config();
+    old_cfg.defaults.image = "wsdrain/wsdrain:0.0.9".into();
+    old_cfg.token = Some("old-token-0123456789abcdef".into());
+    let mut old = plain.as_object().cloned().expect("object");
+    inject_pod(&mut old, &old_cfg, false);
+    old["metadata"]["annotations"]["wsdrain.io/version"] = json!("0.0.9");
+    let old = Value::Object(old);
+
+    let reply = call(
+        server.addr,
+        &server.ca.der,
+        "POST",
+        "/mutate",
+        review("up-1", "Pod", &old, false),
+    )
+    .await;
+    let (v, patch) = decode(&reply, "up-1");
+    let upgraded = apply(&old, &patch.expect("a patch that upgrades"));
+    let image = |pod: &Value| {
+        pod["spec"]["initContainers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "wsdrain"))
+            .map(|c| c["image"].clone())
+    };
+    assert_eq!(image(&old), Some(json!("wsdrain/wsdrain:0.0.9")));
+    assert_eq!(
+        image(&upgraded),
+        Some(json!(inject_config().defaults.image))
+    );
+    assert_eq!(
+        upgraded["metadata"]["annotations"]["wsdrain.io/version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    // Exactly one sidecar, the token kept (the pod's own annotation is reused).
+    assert_eq!(
+        upgraded["spec"]["initContainers"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        upgraded["metadata"]["annotations"][TOKEN_ANNOTATION],
+        "old-token-0123456789abcdef"
+    );
+    let warnings = v["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("upgraded the sidecar from wsdrain 0.0.9"),
+        "{warnings}"
+    );
+
+    // Re-invoked on the upgraded pod: nothing more to do.
+    let reply = call(
+        server.addr,
+        &server.ca.der,
+        "POST",
+        "/mutate",
+        review("up-2", "Pod", &upgraded, false),
+    )
+    .await;
+    assert!(decode(&reply, "up-2").1.is_none());
+    let _ = std::fs::remove_dir_all(&server.dir);
 }

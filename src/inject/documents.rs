@@ -268,7 +268,7 @@ fn visit(
         .and_then(|a| a.get(super::INJECT_ANNOTATION))
         .is_some();
     let report = inject_pod(template, cfg, false);
-    if report.outcome == Outcome::Injected {
+    if matches!(report.outcome, Outcome::Injected | Outcome::Upgraded) {
         *injected += 1;
     }
     if !pointer.is_empty() && workload_asks && !template_asks {
@@ -283,4 +283,71 @@ fn visit(
             .into_iter()
             .map(|w| format!("{place} ({who}): {w}")),
     );
+}
+
+/// `wsdrain uninject` as a function: reads a stream, turns every injected pod template
+/// back into what it was before injection, writes it back in the same syntax. A
+/// template that cannot be uninjected is left as is with a warning naming the reason.
+pub fn uninject_documents(input: &str) -> Result<Output, InjectError> {
+    let (format, mut docs) = parse(input)?;
+    let mut warnings = Vec::new();
+    let mut changed = 0;
+    for (i, doc) in docs.iter_mut().enumerate() {
+        for_each_template(
+            doc,
+            &format!("document {}", i + 1),
+            &mut |template, place| match super::undo::uninject_pod(template) {
+                Ok(()) => changed += 1,
+                Err(super::undo::UninjectError::NotInjected) => {}
+                Err(e) => warnings.push(format!("{place}: {e}")),
+            },
+        );
+    }
+    Ok(Output {
+        text: render(format, &docs)?,
+        warnings,
+        injected: changed,
+    })
+}
+
+/// Calls `f` with every pod template in `doc` (Lists included) and its place for
+/// messages.
+fn for_each_template(
+    doc: &mut Value,
+    place: &str,
+    f: &mut dyn FnMut(&mut Map<String, Value>, &str),
+) {
+    let Some(obj) = doc.as_object_mut() else {
+        return;
+    };
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if kind.ends_with("List") {
+        if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
+            for (j, item) in items.iter_mut().enumerate() {
+                for_each_template(item, &format!("{place}, item {}", j + 1), f);
+            }
+        }
+        return;
+    }
+    let Some(pointer) = template_pointer(&api_version, &kind) else {
+        return;
+    };
+    let who = format!("{place} ({})", identity(obj));
+    let template = if pointer.is_empty() {
+        Some(obj)
+    } else {
+        doc.pointer_mut(pointer).and_then(Value::as_object_mut)
+    };
+    if let Some(t) = template {
+        f(t, &who);
+    }
 }

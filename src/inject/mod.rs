@@ -12,20 +12,34 @@ pub mod command;
 pub mod container;
 pub mod documents;
 pub mod istio;
+pub mod mesh;
 pub mod ports;
 pub mod settings;
 #[cfg(test)]
 mod tests;
+pub mod undo;
 
 use serde_json::{Map, Value};
 
-pub use documents::{InjectError, Output, inject_documents};
+pub use documents::{InjectError, Output, inject_documents, uninject_documents};
 pub use settings::Settings;
 
 /// Pod annotation that opts a pod in (`"true"`) or out (`"false"`, always wins).
 pub const INJECT_ANNOTATION: &str = "wsdrain.io/inject";
 /// Pod annotation set on injection; a pod carrying it is never injected again.
 pub const INJECTED_ANNOTATION: &str = "wsdrain.io/injected";
+/// Pod label that opts a pod in (`enabled`) or out (`disabled`); the webhook's
+/// `objectSelector` matches it, so pods without it never reach the webhook.
+pub const INJECT_LABEL: &str = "wsdrain.io/inject";
+/// Pod label set on injection: what the shipped `PodMonitor`, KEDA trigger and
+/// prometheus-adapter rule select, whatever the app's own labels are.
+pub const INJECTED_LABEL: &str = "wsdrain.io/injected";
+/// Pod annotation with the wsdrain version that injected the pod, for `--upgrade`.
+pub const VERSION_ANNOTATION: &str = "wsdrain.io/version";
+/// This build's version, written to [`VERSION_ANNOTATION`].
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Pod annotation holding the JSON Patch that undoes the injection (see `undo.rs`).
+pub const UNDO_ANNOTATION: &str = "wsdrain.io/undo";
 /// Pod annotation holding the admin token; see `docs/inject.md` for why it lives here.
 pub const TOKEN_ANNOTATION: &str = "wsdrain.io/admin-token";
 /// Seconds added to the drain bound for `terminationGracePeriodSeconds`.
@@ -42,6 +56,9 @@ pub struct InjectConfig {
     pub all: bool,
     /// Admin token for every pod; `None` = a random one per pod.
     pub token: Option<String>,
+    /// Replace the sidecar of pods injected by an older wsdrain (`inject --upgrade`;
+    /// the webhook always does, on re-creation).
+    pub upgrade: bool,
 }
 
 /// What happened to one pod.
@@ -49,6 +66,8 @@ pub struct InjectConfig {
 pub enum Outcome {
     /// The sidecar was added.
     Injected,
+    /// An older wsdrain's sidecar was removed and this version's added.
+    Upgraded,
     /// The pod already carries `wsdrain.io/injected`: nothing to do.
     AlreadyInjected,
     /// `wsdrain.io/inject: "false"`.
@@ -78,19 +97,76 @@ pub fn inject_pod(
     namespace_opted_in: bool,
 ) -> PodReport {
     let mut warnings = Vec::new();
+    if annotation(pod, INJECTED_ANNOTATION).is_some()
+        && undo::wants_upgrade(pod, cfg, &mut warnings)
+    {
+        return upgrade(pod, cfg, warnings);
+    }
     let outcome = match decide(pod, cfg, namespace_opted_in, &mut warnings) {
         Some(outcome) => outcome,
-        None => {
-            let mut patched = pod.clone();
-            if apply(&mut patched, cfg, &mut warnings) {
-                *pod = patched;
-                Outcome::Injected
-            } else {
-                Outcome::Refused
-            }
-        }
+        None => inject_opted_in(pod, cfg, &mut warnings),
     };
     PodReport { outcome, warnings }
+}
+
+/// Injects a pod that is to be injected; records how to undo it.
+fn inject_opted_in(
+    pod: &mut Map<String, Value>,
+    cfg: &InjectConfig,
+    warnings: &mut Vec<String>,
+) -> Outcome {
+    let mut patched = pod.clone();
+    if apply(&mut patched, cfg, warnings) {
+        undo::record(pod, &mut patched);
+        *pod = patched;
+        Outcome::Injected
+    } else {
+        Outcome::Refused
+    }
+}
+
+/// Uninjects an older wsdrain's sidecar and injects this one; on any failure the pod
+/// stays as it was, with the reason.
+fn upgrade(
+    pod: &mut Map<String, Value>,
+    cfg: &InjectConfig,
+    mut warnings: Vec<String>,
+) -> PodReport {
+    let old = annotation(pod, VERSION_ANNOTATION)
+        .unwrap_or("?")
+        .to_string();
+    let mut plain = pod.clone();
+    if let Err(e) = undo::uninject_pod(&mut plain) {
+        warnings.push(format!(
+            "cannot upgrade the sidecar of wsdrain {old}: {e}; left as is"
+        ));
+        return PodReport {
+            outcome: Outcome::AlreadyInjected,
+            warnings,
+        };
+    }
+    // Keep the pod's admin token: whatever holds it (a GitOps secret, a runbook) stays valid.
+    let mut cfg = cfg.clone();
+    if let Some(t) =
+        annotation(pod, TOKEN_ANNOTATION).filter(|t| crate::values::parse_token(t).is_ok())
+    {
+        cfg.token = Some(t.trim().to_string());
+    }
+    let outcome = match inject_opted_in(&mut plain, &cfg, &mut warnings) {
+        Outcome::Injected => {
+            *pod = plain;
+            warnings.push(format!(
+                "upgraded the sidecar from wsdrain {old} to {VERSION}"
+            ));
+            Outcome::Upgraded
+        }
+        other => other,
+    };
+    PodReport { outcome, warnings }
+}
+
+fn annotation<'a>(pod: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    annotations(pod)?.get(key)?.as_str()
 }
 
 /// True when the pod has a container or an init container called `name`.
@@ -122,17 +198,35 @@ fn decide(
     if get(INJECTED_ANNOTATION).is_some() {
         return Some(Outcome::AlreadyInjected);
     }
-    let asked = match get(INJECT_ANNOTATION).map(str::trim) {
-        Some(v) if v.eq_ignore_ascii_case("false") => return Some(Outcome::OptedOut),
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
+    let label = pod
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.get(INJECT_LABEL))
+        .and_then(Value::as_str)
+        .map(str::trim);
+    let label_asks = match label {
+        Some("disabled") => return Some(Outcome::OptedOut),
+        Some("enabled") => true,
         Some(v) => {
             warnings.push(format!(
-                "annotation {INJECT_ANNOTATION}: \"{v}\" is neither \"true\" nor \"false\"; ignored"
+                "label {INJECT_LABEL}={v} is neither \"enabled\" nor \"disabled\"; ignored"
             ));
             false
         }
         None => false,
     };
+    let asked = label_asks
+        || match get(INJECT_ANNOTATION).map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("false") => return Some(Outcome::OptedOut),
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) => {
+                warnings.push(format!(
+                "annotation {INJECT_ANNOTATION}: \"{v}\" is neither \"true\" nor \"false\"; ignored"
+            ));
+                false
+            }
+            None => false,
+        };
     if !(asked || namespace_opted_in || cfg.all) {
         return Some(Outcome::NotOptedIn);
     }
@@ -141,6 +235,17 @@ fn decide(
             "a container named {} is already there but {INJECTED_ANNOTATION} is missing; not injecting again",
             container::SIDECAR_NAME
         ));
+        return Some(Outcome::Refused);
+    }
+    if pod
+        .get("spec")
+        .and_then(|s| s.get("hostNetwork"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        warnings.push(
+            "hostNetwork pod: the sidecar's ports would be the node's, shared with every other hostNetwork pod there, and a Service's port could not be taken over; not injected".into(),
+        );
         return Some(Outcome::Refused);
     }
     let has_containers = pod
@@ -278,11 +383,29 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
     let Some(app) = containers.get_mut(app_index).and_then(Value::as_object_mut) else {
         return false;
     };
+    if let Some(minor) = settings.kubernetes_minor
+        && !settings.classic
+    {
+        if minor < 29 {
+            warnings.push(format!(
+                "Kubernetes 1.{minor} has no native sidecars (1.29+): injected the classic sidecar"
+            ));
+            settings.classic = true;
+        } else if minor < 32
+            && let Some(taken) = &takeover.port
+        {
+            warnings.push(format!(
+                "Kubernetes 1.{minor}: a Service's targetPort '{}' reaches a native sidecar only from 1.32, so this pod gets the classic sidecar",
+                taken.name
+            ));
+            settings.classic = true;
+        }
+    }
     if let Some(taken) = &takeover.port {
         let new_name = ports::new_app_name(&taken.name, &taken_names);
         taken_names.insert(new_name.clone());
         ports::rename(app, taken.index, &taken.name, &new_name);
-        if !settings.classic {
+        if !settings.classic && settings.kubernetes_minor.is_none() {
             // Endpoints resolve a named targetPort on init containers only from 1.32 on.
             warnings.push(format!(
                 "port name '{}' moved to the native sidecar: a Service with targetPort '{}' reaches it on Kubernetes 1.32+ only; on 1.29-1.31 use targetPort {} or the classic sidecar (--classic, annotation wsdrain.io/classic: \"true\")",
@@ -339,6 +462,14 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
         spec.insert("terminationGracePeriodSeconds".into(), Value::from(value));
     }
 
+    // A classic mesh proxy must outlive the drain.
+    let mesh_wait = settings.drain_bound().as_secs_f64().ceil() as u64 + mesh::MESH_MARGIN_SECS;
+    mesh::outlive_drain(pod, mesh_wait, warnings);
+
+    // The label monitoring selects.
+    object_at(object_at(pod, "metadata"), "labels")
+        .insert(INJECTED_LABEL.into(), Value::String("true".into()));
+
     // Annotations: token, scrape hints, the mark.
     let ann = object_at(object_at(pod, "metadata"), "annotations");
     ann.insert(TOKEN_ANNOTATION.into(), Value::String(token));
@@ -347,6 +478,7 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
         istio::exclude_from_capture(ann, settings.admin_port, warnings);
     }
     ann.insert(INJECTED_ANNOTATION.into(), Value::String("true".into()));
+    ann.insert(VERSION_ANNOTATION.into(), Value::String(VERSION.into()));
     true
 }
 

@@ -20,7 +20,7 @@ use crate::values::{
 pub const PREFIX: &str = "wsdrain.io/";
 
 /// Annotations that are not settings but known all the same (no "unknown" warning).
-const NOT_SETTINGS: &[&str] = &["inject", "injected", "admin-token"];
+const NOT_SETTINGS: &[&str] = &["inject", "injected", "admin-token", "version", "undo"];
 
 /// Everything that shapes one injected sidecar, after annotation overrides.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +69,9 @@ pub struct Settings {
     pub worker_threads: u32,
     /// Regular container instead of a native sidecar.
     pub classic: bool,
+    /// Minor version of the target cluster (`--kubernetes-version 1.31` = 31); `None` =
+    /// a current cluster. Below 1.32 a named-port takeover forces the classic sidecar.
+    pub kubernetes_minor: Option<u32>,
 }
 
 impl From<&InjectDefaults> for Settings {
@@ -95,6 +98,7 @@ impl From<&InjectDefaults> for Settings {
             memory_limit: d.memory_limit.clone(),
             worker_threads: d.worker_threads,
             classic: d.classic,
+            kubernetes_minor: d.kubernetes_version,
         }
     }
 }

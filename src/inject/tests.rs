@@ -34,6 +34,7 @@ fn config(extra: &[&str]) -> InjectConfig {
         defaults: Settings::from(&opts.defaults),
         all: opts.all,
         token: opts.token,
+        upgrade: opts.upgrade,
     }
 }
 
@@ -654,4 +655,251 @@ fn istio_ports_chosen_by_annotation_refuse_the_injection() {
             report.warnings
         );
     }
+}
+
+#[test]
+fn uninject_of_inject_is_the_original_for_every_fixture() {
+    for extra in [
+        &[][..],
+        &["--all"],
+        &["--classic"],
+        &["--kubernetes-version", "1.30"],
+    ] {
+        let cfg = config(extra);
+        for input in fixtures() {
+            let original = std::fs::read_to_string(&input).expect("fixture");
+            let injected = inject_documents(&original, &cfg).expect("inject");
+            let back = uninject_documents(&injected.text).expect("uninject");
+            assert_eq!(
+                back.injected,
+                injected.injected,
+                "{} {extra:?}",
+                input.display()
+            );
+            assert_eq!(
+                documents::parse(&back.text).expect("parse").1,
+                documents::parse(&original).expect("parse").1,
+                "{} {extra:?}",
+                input.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn uninject_refuses_a_pod_changed_since_injection_and_one_without_a_record() {
+    let cfg = config(&[]);
+    let mut p = pod(
+        json!({"wsdrain.io/inject": "true"}),
+        json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]}]),
+    );
+    assert_eq!(inject_pod(&mut p, &cfg, false).outcome, Outcome::Injected);
+    let mut changed = Value::Object(p.clone());
+    changed["spec"]["containers"][0]["ports"][0]["name"] = json!("other");
+    let mut changed = changed.as_object().cloned().expect("object");
+    let before = changed.clone();
+    let err = undo::uninject_pod(&mut changed).expect_err("changed pod");
+    assert!(matches!(err, undo::UninjectError::Changed(_)), "{err}");
+    assert_eq!(changed, before, "left unchanged on error");
+    let mut old = input_docs("already-injected.yaml")[0]
+        .as_object()
+        .cloned()
+        .expect("pod");
+    assert_eq!(
+        undo::uninject_pod(&mut old),
+        Err(undo::UninjectError::NoRecord)
+    );
+}
+
+#[test]
+fn upgrade_replaces_an_older_sidecar_and_only_with_upgrade() {
+    let fresh = |cfg: &InjectConfig| {
+        let mut p = pod(
+            json!({"wsdrain.io/inject": "true"}),
+            json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]}]),
+        );
+        assert_eq!(inject_pod(&mut p, cfg, false).outcome, Outcome::Injected);
+        p
+    };
+    // What an older wsdrain (another image, an older version) left on the pod.
+    let mut old = fresh(&config(&["--image", "wsdrain/wsdrain:0.0.9"]));
+    old["metadata"]["annotations"]["wsdrain.io/version"] = json!("0.0.9");
+    let cfg = config(&[]);
+    let mut kept = old.clone();
+    assert_eq!(
+        inject_pod(&mut kept, &cfg, false).outcome,
+        Outcome::AlreadyInjected
+    );
+    assert_eq!(kept, old, "no --upgrade: untouched");
+
+    let mut up_cfg = config(&["--upgrade"]);
+    up_cfg.token = cfg.token.clone();
+    let mut upgraded = old.clone();
+    let report = inject_pod(&mut upgraded, &up_cfg, false);
+    assert_eq!(report.outcome, Outcome::Upgraded, "{report:?}");
+    assert_eq!(
+        upgraded,
+        fresh(&cfg),
+        "the same as a fresh injection by this version"
+    );
+    assert_eq!(
+        inject_pod(&mut upgraded, &up_cfg, false).outcome,
+        Outcome::AlreadyInjected
+    );
+
+    // Newer than us, or no version at all: left alone, with the reason.
+    for (version, why) in [(Some("9.0.0"), "newer"), (None, "no record")] {
+        let mut p = old.clone();
+        let ann = p["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations");
+        match version {
+            Some(v) => ann.insert("wsdrain.io/version".into(), json!(v)),
+            None => ann.remove("wsdrain.io/version"),
+        };
+        let before = p.clone();
+        let report = inject_pod(&mut p, &up_cfg, false);
+        assert_eq!(report.outcome, Outcome::AlreadyInjected, "{why}");
+        assert_eq!(p, before, "{why}");
+        assert_eq!(report.warnings.len(), 1, "{why}: {report:?}");
+    }
+}
+
+#[test]
+fn labels_opt_in_and_out_and_injected_pods_carry_the_monitoring_label() {
+    let (docs, out) = docs_of("opt-in-label.yaml", &config(&[]));
+    assert_eq!(out.injected, 1);
+    assert_eq!(docs[0]["metadata"]["labels"][INJECTED_LABEL], "true");
+    assert_eq!(
+        docs[0]["metadata"]["annotations"][VERSION_ANNOTATION],
+        VERSION
+    );
+    assert_eq!(
+        docs[1],
+        input_docs("opt-in-label.yaml")[1],
+        "label disabled wins"
+    );
+    assert_eq!(
+        docs[2],
+        input_docs("opt-in-label.yaml")[2],
+        "hostNetwork refused"
+    );
+    assert!(out.warnings.iter().any(|w| w.contains("hostNetwork pod")));
+}
+
+#[test]
+fn kubernetes_version_below_1_32_never_leaves_a_named_port_on_a_native_sidecar() {
+    let input = || {
+        pod(
+            json!({"wsdrain.io/inject": "true"}),
+            json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]}]),
+        )
+    };
+    let unnamed = || {
+        pod(
+            json!({"wsdrain.io/inject": "true"}),
+            json!([{"name": "a", "image": "a", "ports": [{"containerPort": 8080}]}]),
+        )
+    };
+    let place = |p: &serde_json::Map<String, Value>| {
+        if has_container(p, "wsdrain")
+            && p["spec"]["containers"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["name"] == "wsdrain"))
+        {
+            "classic"
+        } else {
+            "native"
+        }
+    };
+    for (version, named, want) in [
+        ("1.31", true, "classic"),
+        ("1.31", false, "native"),
+        ("v1.29.3", true, "classic"),
+        ("1.28", false, "classic"),
+        ("1.32", true, "native"),
+        ("1.35", true, "native"),
+    ] {
+        let cfg = config(&["--kubernetes-version", version]);
+        let mut p = if named { input() } else { unnamed() };
+        let report = inject_pod(&mut p, &cfg, false);
+        assert_eq!(report.outcome, Outcome::Injected);
+        assert_eq!(place(&p), want, "{version} named={named}: {report:?}");
+        assert!(
+            !report.warnings.iter().any(|w| w.contains("1.32+ only")),
+            "a known version gets no maybe-warning: {report:?}"
+        );
+    }
+    let bad = Cli::try_parse_from(["wsdrain", "inject", "--kubernetes-version", "2.1"]);
+    assert!(bad.is_err());
+}
+
+#[test]
+fn classic_mesh_proxies_outlive_the_drain() {
+    let (docs, out) = docs_of("mesh-classic.yaml", &config(&[]));
+    assert_eq!(out.injected, 2);
+    let linkerd = &docs[0];
+    assert_eq!(linkerd["metadata"]["annotations"][mesh::LINKERD_WAIT], "45");
+    let proxy = container(&linkerd["spec"]["containers"], "linkerd-proxy");
+    assert_eq!(
+        proxy["lifecycle"]["preStop"]["exec"]["command"],
+        json!(["/bin/sleep", "45"])
+    );
+    let istio = &docs[1];
+    let cfg: Value = serde_json::from_str(
+        istio["metadata"]["annotations"][mesh::ISTIO_CONFIG]
+            .as_str()
+            .expect("string"),
+    )
+    .expect("json");
+    assert_eq!(cfg["terminationDrainDuration"], "45s");
+    assert_eq!(
+        cfg["holdApplicationUntilProxyStarts"], true,
+        "kept the pod's own config"
+    );
+    // The wait covers the drain and fits in the grace period.
+    let grace = istio["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace");
+    assert!(grace > 45, "{grace}");
+}
+
+#[test]
+fn uninject_survives_api_server_defaulting_but_not_reordered_containers() {
+    let cfg = config(&[]);
+    let mut p = pod(
+        json!({"wsdrain.io/inject": "true"}),
+        json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]},
+               {"name": "b", "image": "b"}]),
+    );
+    let original = p.clone();
+    assert_eq!(inject_pod(&mut p, &cfg, false).outcome, Outcome::Injected);
+    // What defaulting adds before a webhook sees a pod created from the template.
+    let mut defaulted = Value::Object(p.clone());
+    defaulted["spec"]["containers"][0]["lifecycle"]["preStop"]["httpGet"]["scheme"] = json!("HTTP");
+    defaulted["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+    defaulted["spec"]["dnsPolicy"] = json!("ClusterFirst");
+    let mut defaulted = defaulted.as_object().cloned().expect("object");
+    undo::uninject_pod(&mut defaulted).expect("defaulted fields do not block uninject");
+    assert!(!has_container(&defaulted, "wsdrain"));
+    assert_eq!(
+        defaulted["spec"]["containers"][0]["ports"][0]["name"],
+        "http"
+    );
+    assert!(
+        defaulted["spec"]["containers"][0]
+            .get("lifecycle")
+            .is_none()
+    );
+    assert_eq!(defaulted["metadata"], original["metadata"]);
+    // Containers reordered since injection: refused, not "restored" onto the wrong one.
+    let mut swapped = Value::Object(p.clone());
+    if let Some(cs) = swapped["spec"]["containers"].as_array_mut() {
+        cs.swap(0, 1);
+    }
+    let mut swapped = swapped.as_object().cloned().expect("object");
+    assert!(matches!(
+        undo::uninject_pod(&mut swapped),
+        Err(undo::UninjectError::Changed(_))
+    ));
 }

@@ -20,7 +20,9 @@
 //!    closed (the server closes first, RFC 6455 §7.1.1);
 //! 3. the app's close reply is awaited; everything is bounded by the close timeout.
 //!
-//! Closes initiated by the client or the app pass through untouched.
+//! Closes initiated by the client or the app pass through untouched, and the first
+//! close wins: one close frame per direction (RFC 6455 §5.5.1), so a close of ours still
+//! waiting for a boundary is dropped when a peer's close passes first.
 
 mod pump;
 

@@ -43,14 +43,24 @@ pub(super) enum PumpEvent {
     WriteError,
 }
 
+/// The longest run of bytes that can wait for more: a whole control frame (header of at
+/// most 14 bytes, payload of at most 125), one byte short of complete.
+const TAIL_MAX: usize = 14 + 125;
+
 /// One direction of a relay.
 ///
 /// Buffer layout while a buffer is borrowed: `[pos..fwd)` is cleared for writing,
 /// `[fwd..scanned)` was accounted for and is dropped, `[scanned..filled)` waits for
-/// more bytes (an incomplete header or control frame).
+/// more bytes (an incomplete header or control frame). When the source goes quiet with
+/// such a tail, the tail moves to `tail` and the buffer goes back to the pool, so an idle
+/// connection holds no buffer whatever byte it stopped at.
 pub(super) struct Pump {
     pub(super) tracker: FrameTracker,
     buf: Option<buffer_pool::Buf>,
+    /// The waiting tail while no buffer is borrowed (`tail_len` bytes of it), fed to
+    /// the tracker again ahead of the next read.
+    tail: [u8; TAIL_MAX],
+    tail_len: u8,
     pos: usize,
     fwd: usize,
     scanned: usize,
@@ -93,6 +103,8 @@ impl Pump {
         let mut pump = Pump {
             tracker,
             buf: None,
+            tail: [0; TAIL_MAX],
+            tail_len: 0,
             pos: 0,
             fwd: 0,
             scanned: 0,
@@ -202,6 +214,45 @@ impl Pump {
             self.fwd = 0;
             self.scanned = 0;
         }
+    }
+
+    /// The source has nothing more for now: if all that the buffer still holds is a
+    /// waiting tail, the tail moves inline and the buffer goes back to the pool. Called
+    /// after [`Pump::compact`], when nothing is left to write.
+    fn park(&mut self) {
+        let Some(buf) = self.buf.as_deref() else {
+            return;
+        };
+        let waiting = self.filled - self.scanned;
+        if self.pos != self.scanned || self.fwd != self.scanned || waiting > TAIL_MAX {
+            return;
+        }
+        self.tail[..waiting].copy_from_slice(&buf[self.scanned..self.filled]);
+        self.tail_len = waiting as u8;
+        if let Some(b) = self.buf.take() {
+            buffer_pool::give(b);
+        }
+        self.pos = 0;
+        self.fwd = 0;
+        self.scanned = 0;
+        self.filled = 0;
+    }
+
+    /// Makes sure a buffer is borrowed to read into: the one held, or a fresh one from
+    /// the pool with the parked tail put back in front.
+    fn unpark(&mut self) {
+        if self.buf.is_some() {
+            return;
+        }
+        let mut buf = buffer_pool::take();
+        let n = usize::from(self.tail_len);
+        buf[..n].copy_from_slice(&self.tail[..n]);
+        self.tail_len = 0;
+        self.pos = 0;
+        self.fwd = 0;
+        self.scanned = 0;
+        self.filled = n;
+        self.buf = Some(buf);
     }
 
     /// Feeds unscanned bytes to the tracker. True when anything changed.
@@ -336,13 +387,23 @@ impl Pump {
                     self.eof_reported = true;
                     return Poll::Ready(PumpEvent::Eof);
                 }
+                self.park();
                 return Poll::Pending;
             }
-            if let Err(_e) = ready!(src.poll_read_ready(cx)) {
-                self.read_done = true;
-                self.eof_reported = true;
-                return Poll::Ready(PumpEvent::ReadError);
+            match src.poll_read_ready(cx) {
+                Poll::Pending => {
+                    // Idle from here on: keep no buffer, whatever byte the source stopped at.
+                    self.park();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(_)) => {
+                    self.read_done = true;
+                    self.eof_reported = true;
+                    return Poll::Ready(PumpEvent::ReadError);
+                }
+                Poll::Ready(Ok(())) => {}
             }
+            self.unpark();
             let buf = self.buf.get_or_insert_with(buffer_pool::take);
             if self.filled == buf.len() {
                 // Cannot happen (a waiting tail is at most 139 bytes), but a full buffer
@@ -356,13 +417,7 @@ impl Pump {
                     self.got_bytes = true;
                     self.scan(m);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.filled == 0
-                        && let Some(b) = self.buf.take()
-                    {
-                        buffer_pool::give(b);
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.park(),
                 Err(_) => {
                     self.read_done = true;
                     self.eof_reported = true;

@@ -8,6 +8,7 @@
 //! through its `namespaceSelector`, so the webhook needs no API access to look
 //! namespaces up) and `/mutate` elsewhere, where the pod's own annotation decides. TLS follows cert-manager's rotations (`tls.rs`).
 
+pub mod metrics;
 pub mod review;
 pub mod tls;
 
@@ -73,6 +74,7 @@ pub async fn run(opts: WebhookOptions) -> anyhow::Result<()> {
         defaults: Settings::from(&opts.defaults),
         all: false,
         token: None,
+        upgrade: true,
     });
     let listener = crate::sockets::bind(opts.listen, "webhook")?;
     info!(listen = %opts.listen, "wsdrain webhook ready");
@@ -97,25 +99,14 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                static LIMIT: LogLimit = LogLimit::new();
-                if let Some(folded) = LIMIT.allow() {
-                    warn!(error = %e, folded, "webhook accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let full_log = LogLimit::new();
+    crate::accept::serve(listener, "webhook", || {}, |stream, peer| {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            static LIMIT: LogLimit = LogLimit::new();
-            if let Some(folded) = LIMIT.allow() {
+            if let Some(folded) = full_log.allow() {
                 warn!(%peer, folded, "{MAX_CONNECTIONS} webhook connections open; closing a new one");
             }
             drop(stream);
-            continue;
+            return;
         };
         let certs = certs.clone();
         let cfg = cfg.clone();
@@ -149,7 +140,8 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
                 debug!(%peer, error = %e, "webhook connection ended with an error");
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn route(
@@ -159,6 +151,7 @@ async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => metrics::response(),
         (&Method::POST, path @ ("/mutate" | NAMESPACE_PATH)) => {
             let namespace_opted_in = path == NAMESPACE_PATH
                 || req

@@ -110,6 +110,21 @@ pub fn review(
     cfg: &InjectConfig,
     namespace_opted_in: bool,
 ) -> Result<Reviewed, ReviewError> {
+    let start = std::time::Instant::now();
+    let result = review_inner(body, cfg, namespace_opted_in);
+    let label = match &result {
+        Ok(r) => super::metrics::result_label(r.outcome),
+        Err(_) => "malformed",
+    };
+    super::metrics::global().observe(label, start.elapsed());
+    result
+}
+
+fn review_inner(
+    body: &[u8],
+    cfg: &InjectConfig,
+    namespace_opted_in: bool,
+) -> Result<Reviewed, ReviewError> {
     let input: ReviewIn = serde_json::from_slice(body)?;
     if input.api_version != API_VERSION || input.kind != "AdmissionReview" {
         return Err(ReviewError::WrongType(input.api_version, input.kind));
@@ -136,7 +151,7 @@ pub fn review(
             .into_iter()
             .map(|w| format!("wsdrain: {w}"))
             .collect();
-        if report.outcome == Outcome::Injected {
+        if matches!(report.outcome, Outcome::Injected | Outcome::Upgraded) {
             let ops = json_patch::diff(original, &Value::Object(patched));
             let json = serde_json::to_vec(&ops)?;
             patch = Some(base64::engine::general_purpose::STANDARD.encode(json));

@@ -86,3 +86,14 @@ def metric(admin_port: int, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def pytest_runtest_logreport(report):
+    """Appends each skipped test and its reason to $WSDRAIN_SKIP_LOG, which
+    scripts/test prints at the end of the run: a skip is never silent."""
+    log = os.environ.get("WSDRAIN_SKIP_LOG")
+    if not log or not report.skipped:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    with open(log, "a") as f:
+        f.write(f"{report.nodeid}: {reason.removeprefix('Skipped: ')}\n")

@@ -76,8 +76,12 @@ def patch_files() -> set[Path]:
     return out
 
 
+# Files in deploy/ that are not Kubernetes objects: configuration to merge elsewhere.
+FRAGMENTS = {DEPLOY / "autoscaling/prometheus-adapter/rules.yaml"}
+
+
 def manifest_files() -> list[Path]:
-    skip = patch_files()
+    skip = patch_files() | {p.resolve() for p in FRAGMENTS}
     files = []
     for p in sorted(DEPLOY.rglob("*.y*ml")):
         if p.name == "kustomization.yaml" or p.resolve() in skip:
@@ -106,6 +110,8 @@ def is_builtin(api_version: str) -> bool:
 CRD_RULES: dict[tuple[str, str], dict] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "required": ["spec.selector", "spec.endpoints[].port"]},
+    ("monitoring.coreos.com/v1", "PodMonitor"): {
+        "required": ["spec.selector", "spec.podMetricsEndpoints[].port"]},
     ("monitoring.coreos.com/v1", "PrometheusRule"): {
         "required": ["spec.groups[].name", "spec.groups[].rules[].expr"]},
     ("keda.sh/v1alpha1", "ScaledObject"): {
@@ -359,9 +365,11 @@ def test_service_reaches_the_sidecar_with_affinity():
     docs = render(DEPLOY / "sidecar")
     svc = find(docs, "Service", "websocket-service")
     side = sidecar_of(find(docs, "Deployment", "websocket-app")["spec"]["template"]["spec"])
-    names = {p["name"] for p in side["ports"]}
+    # A number: a named targetPort reaches a native sidecar only from Kubernetes 1.32,
+    # and deploy/sidecar works from 1.29.
+    numbers = {p["containerPort"] for p in side["ports"] if p["name"] == "http-ws"}
     for p in svc["spec"]["ports"]:
-        assert isinstance(p["targetPort"], str) and p["targetPort"] in names
+        assert p["targetPort"] in numbers, p
     assert svc["spec"]["sessionAffinity"] == "ClientIP"
     assert find(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
@@ -444,6 +452,101 @@ def test_promtool_check_rules(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
+
+
+def test_promtool_rule_unit_tests(tmp_path):
+    """Every alert fires where it should and not where it should not (promtool test
+    rules, tests/promtool/alerts.test.yaml); annotations are checked separately."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    groups = rule_groups()
+    tested = set(re.findall(r"alertname: (\w+)",
+                            (ROOT / "tests/promtool/alerts.test.yaml").read_text()))
+    assert tested == {r["alert"] for g in groups for r in g["rules"]}, "an alert without a test"
+    for g in groups:
+        for r in g["rules"]:
+            r.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    shutil.copy(ROOT / "tests/promtool/alerts.test.yaml", tmp_path / "alerts.test.yaml")
+    r = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout + r.stderr
+
+
+def test_every_alert_has_a_runbook():
+    runbooks = (ROOT / "docs/runbooks.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", runbooks, re.M)}
+    for g in rule_groups():
+        for r in g["rules"]:
+            url = r["annotations"]["runbook_url"]
+            assert url.split("#")[0].endswith("/docs/runbooks.md"), url
+            assert url.split("#")[1] in anchors, f"{r['alert']}: no section #{url.split('#')[1]}"
+
+
+def test_error_rate_alert_leaves_out_client_caused_kinds():
+    expr = alert("WebSocketErrorRateHigh")["expr"]
+    (excluded,) = re.findall(r'kind!~"([^"]+)"', expr)
+    assert {"ping_timeout", "header_timeout", "bad_request", "close_timeout",
+            "client_reset", "client_gone"} <= set(excluded.split("|"))
+
+
+def test_dashboard_panels_read_the_sidecar_container_only():
+    dash = json.loads((DEPLOY / "monitoring/grafana-dashboard.json").read_text())
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            assert 'container="wsdrain"' in t["expr"], f"panel {p['title']}: {t['expr']}"
+
+
+def test_autoscalers_select_injected_pods_not_the_example_service():
+    so = yaml.safe_load((DEPLOY / "autoscaling/keda/scaledobject.yaml").read_text())
+    (trigger,) = so["spec"]["triggers"]
+    q = trigger["metadata"]["query"]
+    assert 'wsdrain_injected="true"' in q and f'workload="{so["spec"]["scaleTargetRef"]["name"]}"' in q
+    assert "service=" not in q
+    rule = adapter_rule()
+    assert 'wsdrain_injected="true"' in rule["seriesQuery"]
+    kust = yaml.safe_load((DEPLOY / "autoscaling/prometheus-adapter/kustomization.yaml").read_text())
+    rendered = [yaml.safe_load((DEPLOY / "autoscaling/prometheus-adapter" / f).read_text())
+                for f in kust["resources"]]
+    assert all(d["kind"] != "ConfigMap" for d in rendered), "never overwrite the adapter's rules"
+    pm = podmonitor()
+    assert pm["spec"]["selector"]["matchLabels"] == {"wsdrain.io/injected": "true"}
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_networkpolicy_admits_the_k6_load_test():
+    job = yaml.safe_load((DEPLOY / "loadtest/job.yaml").read_text())
+    k6_labels = job["spec"]["template"]["metadata"]["labels"]
+    np_ = yaml.safe_load((DEPLOY / "monitoring/networkpolicy.yaml").read_text())
+    admitted = [
+        (peer, {p["port"] for p in rule["ports"]})
+        for rule in np_["spec"]["ingress"] for peer in rule["from"]
+        if "podSelector" in peer and "namespaceSelector" not in peer
+    ]
+    assert any(peer["podSelector"]["matchLabels"].items() <= k6_labels.items()
+               and "http-ws" in ports for peer, ports in admitted), admitted
+
+
+def test_sidecar_example_sets_an_admin_token():
+    docs = render(DEPLOY / "sidecar")
+    tmpl = find(docs, "Deployment", "websocket-app")["spec"]["template"]
+    token = tmpl["metadata"]["annotations"]["wsdrain.io/admin-token"]
+    assert 16 <= len(token) <= 256
+    spec = tmpl["spec"]
+    side = sidecar_of(spec)
+    path = env_of(side)["WSDRAIN_ADMIN_TOKEN_FILE"]
+    mount = next(m for m in side["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    vol = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    (item,) = vol["downwardAPI"]["items"]
+    assert item["fieldRef"]["fieldPath"] == "metadata.annotations['wsdrain.io/admin-token']"
+    assert mount["mountPath"] + "/" + item["path"] == path
+    app = next(c for c in spec["containers"] if c["name"] == "app")
+    headers = app["lifecycle"]["preStop"]["httpGet"]["httpHeaders"]
+    assert {"name": "Authorization", "value": f"Bearer {token}"} in headers
+    assert tmpl["metadata"]["labels"]["wsdrain.io/injected"] == "true", "the PodMonitor sees it"
 
 
 def test_dockerfile_matches_the_static_build_check():
@@ -536,9 +639,8 @@ def used_queries() -> dict[str, str]:
 
 
 def adapter_rule() -> dict:
-    cm = yaml.safe_load((DEPLOY / "autoscaling/prometheus-adapter/adapter-config.yaml")
-                        .read_text())
-    rules = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+    values = yaml.safe_load((DEPLOY / "autoscaling/prometheus-adapter/rules.yaml").read_text())
+    rules = values["rules"]["custom"]
     (rule,) = [r for r in rules if r["name"]["as"] == "websocket_connections"]
     return rule
 
@@ -581,6 +683,7 @@ def http_get(url: str, method: str = "GET") -> tuple[int, str]:
 
 N_HELD = 5
 NAMESPACE = "default"
+WORKLOAD = "websocket-app"
 POD_A, POD_B = "websocket-app-a", "websocket-app-b"
 
 
@@ -683,17 +786,35 @@ def live():
         # Prometheus starts after the connections are open, so a 1m average is exactly N.
         rules = tmp / "rules.yaml"
         rules.write_text(yaml.safe_dump({"groups": rule_groups()}))
-        labels = lambda pod: {"namespace": NAMESPACE, "pod": pod,  # noqa: E731
-                              "service": "websocket-metrics", "container": "wsdrain"}
+        # The scrape job is the PodMonitor's, translated as the Prometheus Operator does
+        # (keep pods with the selector's labels and the named port, then namespace /
+        # pod / container, then the monitor's own relabelings); the targets carry the
+        # __meta_kubernetes_* labels Kubernetes discovery would give these pods. A
+        # third, not injected pod must be dropped by the selector.
+        def meta(pod, injected=True):
+            m = {"__meta_kubernetes_namespace": NAMESPACE,
+                 "__meta_kubernetes_pod_name": pod,
+                 "__meta_kubernetes_pod_container_name": "wsdrain",
+                 "__meta_kubernetes_pod_container_port_name": "wsdrain-admin",
+                 "__meta_kubernetes_pod_controller_kind": "ReplicaSet",
+                 "__meta_kubernetes_pod_controller_name": f"{WORKLOAD}-5d9c7b8f4",
+                 "__meta_kubernetes_pod_node_name": "node-1"}
+            if injected:
+                m["__meta_kubernetes_pod_label_wsdrain_io_injected"] = "true"
+                m["__meta_kubernetes_pod_labelpresent_wsdrain_io_injected"] = "true"
+            return m
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(rules)],
             "scrape_configs": [{
                 "job_name": "wsdrain",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{lv.a_admin}"], "labels": labels(POD_A)},
-                    {"targets": [f"127.0.0.1:{lv.b_admin}"], "labels": labels(POD_B)},
+                    {"targets": [f"127.0.0.1:{lv.a_admin}"], "labels": meta(POD_A)},
+                    {"targets": [f"127.0.0.1:{lv.b_admin}"], "labels": meta(POD_B)},
+                    {"targets": [f"127.0.0.1:{lv.a_admin}"],
+                     "labels": meta("not-injected-x", injected=False)},
                 ],
+                "relabel_configs": podmonitor_relabel_configs(),
             }],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -716,16 +837,52 @@ def live():
                 assert http_get(f"http://127.0.0.1:{lv.b_listen}/health")[0] == 502
 
         fail_round(1)
-        lv.wait_value('wsdrain_upgrades_rejected_total', lambda g: len(g) >= 2)
+        lv.wait_value('sum by (pod) (wsdrain_upgrades_rejected_total)', lambda g: len(g) >= 2)
         time.sleep(1.5)
         fail_round(3)
-        lv.wait_value('wsdrain_upgrades_rejected_total', lambda g: g.get(POD_A) == 4
+        lv.wait_value('sum by (pod) (wsdrain_upgrades_rejected_total)', lambda g: g.get(POD_A) == 4
                       and g.get(POD_B) == 4)
         time.sleep(1.5)
         yield lv
     finally:
         lv.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def podmonitor() -> dict:
+    return yaml.safe_load((DEPLOY / "monitoring/podmonitor.yaml").read_text())
+
+
+def podmonitor_relabel_configs() -> list[dict]:
+    """The PodMonitor as Prometheus relabel_configs, the way the Prometheus Operator
+    writes them: selector and port as `keep`, the standard target labels, then the
+    monitor's relabelings (camelCase fields to Prometheus' snake_case)."""
+    pm = podmonitor()
+    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    sanitize = lambda k: re.sub(r"[^a-zA-Z0-9_]", "_", k)  # noqa: E731
+    out = []
+    for k, v in pm["spec"]["selector"]["matchLabels"].items():
+        out.append({"action": "keep", "regex": v,
+                    "source_labels": [f"__meta_kubernetes_pod_label_{sanitize(k)}"]})
+    out.append({"action": "keep", "regex": ep["port"],
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"]})
+    for target, source in (("namespace", "__meta_kubernetes_namespace"),
+                           ("container", "__meta_kubernetes_pod_container_name"),
+                           ("pod", "__meta_kubernetes_pod_name")):
+        out.append({"source_labels": [source], "target_label": target})
+    snake = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
+    for r in ep.get("relabelings", []):
+        out.append({snake.get(k, k): v for k, v in r.items()})
+    return out
+
+
+def test_podmonitor_selects_injected_pods_only(live):
+    assert live.by_pod("up") == {POD_A: 1, POD_B: 1}
+    labels = live.query(f'websocket_connections_active{{pod="{POD_A}"}}')[0]["metric"]
+    assert labels["wsdrain_injected"] == "true"
+    assert labels["workload"] == WORKLOAD
+    assert labels["container"] == "wsdrain"
+    assert labels["namespace"] == NAMESPACE
 
 
 def test_adapter_metrics_query_counts_held_connections(live):

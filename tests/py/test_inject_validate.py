@@ -86,3 +86,19 @@ def test_bad_yaml_exits_nonzero_naming_document_and_line():
     assert "document 2: invalid YAML at line" in proc.stderr
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", INPUTS, ids=lambda p: p.name)
+def test_uninject_of_the_golden_output_is_the_input(path):
+    """The binary's `wsdrain uninject` on each golden file gives the fixture back (as
+    data: YAML comments are not kept). A pod injected by wsdrain 0.1.0 carries no undo
+    record: named on stderr, exit 1, left as is."""
+    golden = FIXTURES / f"{path.stem}.injected{path.suffix}"
+    proc = subprocess.run([wsdrain(), "uninject", "-f", str(golden)], capture_output=True,
+                          text=True, timeout=30)
+    assert load(proc.stdout, path.suffix) == load(path.read_text(), path.suffix)
+    if path.name == "already-injected.yaml":
+        assert proc.returncode == 1
+        assert "0.1.0 or earlier" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
