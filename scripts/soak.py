@@ -203,7 +203,17 @@ def last_half_flatness(samples, duration):
     lo = min(r["rss_kib"] for r in rows)
     hi = max(r["rss_kib"] for r in rows)
     first, last = rows[0]["rss_kib"], rows[-1]["rss_kib"]
+    # Informational, beside the strict min-max check: the spread of the middle 90 % of
+    # samples (a one-sample spike during a reconnect burst does not move it) and the
+    # trend, median of the first third of the half against the last third.
+    ordered = sorted(r["rss_kib"] for r in rows)
+    p5, p95 = ordered[len(ordered) * 5 // 100], ordered[len(ordered) * 95 // 100]
+    third = max(1, len(rows) // 3)
+    head = sorted(r["rss_kib"] for r in rows[:third])[third // 2]
+    tail = sorted(r["rss_kib"] for r in rows[-third:])[third // 2]
     return {"from_s": rows[0]["t"], "samples": len(rows), "min_kib": lo, "max_kib": hi,
+            "p5_kib": p5, "p95_kib": p95, "p5_p95_spread_pct": round(100 * (p95 - p5) / p5, 2),
+            "median_drift_pct": round(100 * (tail - head) / head, 2),
             "first_kib": first, "last_kib": last,
             "spread_pct": round(100 * (hi - lo) / lo, 2),
             "drift_pct": round(100 * (last - first) / first, 2),

@@ -34,20 +34,20 @@ use crate::metrics::ErrorKind;
 use crate::state::Sidecar;
 
 /// Serves the admin port until the process ends.
-pub async fn serve(shared: Arc<Sidecar>, listener: TcpListener) {
+pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     let on_error = {
-        let shared = shared.clone();
-        move || shared.metrics.error(ErrorKind::AdminAccept)
+        let sidecar = sidecar.clone();
+        move || sidecar.metrics.error(ErrorKind::AdminAccept)
     };
     crate::accept::serve(listener, "admin", on_error, |stream, _| {
-        let shared = shared.clone();
+        let sidecar = sidecar.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(shared.clone(), req));
+            let service = service_fn(move |req| route(sidecar.clone(), req));
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -64,32 +64,35 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     response(status, "application/json", body + "\n")
 }
 
-async fn route(shared: Arc<Sidecar>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let drain = &shared.drain;
+async fn route(
+    sidecar: Arc<Sidecar>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let drain = &sidecar.drain;
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => response(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(),
+            sidecar.metrics.render(),
         ),
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
-        (&Method::GET, "/readyz") => readyz(&shared).await,
+        (&Method::GET, "/readyz") => readyz(&sidecar).await,
         (&Method::GET, "/drain") => json(StatusCode::OK, &drain.status()),
-        (&Method::POST, "/drain") => match authorize(&shared, &req) {
+        (&Method::POST, "/drain") => match authorize(&sidecar, &req) {
             Err(resp) => *resp,
             Ok(()) => {
                 drain.trigger(Trigger::Graceful, Source::Operator);
                 json(StatusCode::ACCEPTED, &drain.status())
             }
         },
-        (&Method::DELETE, "/drain") => match authorize(&shared, &req) {
+        (&Method::DELETE, "/drain") => match authorize(&sidecar, &req) {
             Err(resp) => *resp,
             Ok(()) => match drain.cancel() {
                 Ok(()) => json(StatusCode::OK, &drain.status()),
                 Err(why) => plain(StatusCode::CONFLICT, why.to_string()),
             },
         },
-        (&Method::GET, "/prestop") => match authorize(&shared, &req) {
+        (&Method::GET, "/prestop") => match authorize(&sidecar, &req) {
             Err(resp) => *resp,
             Ok(()) => {
                 let _waiter = drain.prestop_waiter();
@@ -98,7 +101,7 @@ async fn route(shared: Arc<Sidecar>, req: Request<Incoming>) -> Result<Response<
                 json(StatusCode::OK, &drain.status())
             }
         },
-        (&Method::POST, "/shed") => match authorize(&shared, &req) {
+        (&Method::POST, "/shed") => match authorize(&sidecar, &req) {
             Err(resp) => *resp,
             Ok(()) => match shed_count(req.uri().query()) {
                 Some(_) if drain.is_draining() => plain(
@@ -106,7 +109,7 @@ async fn route(shared: Arc<Sidecar>, req: Request<Incoming>) -> Result<Response<
                     "a drain is under way; it closes every connection",
                 ),
                 Some(count) => {
-                    let shedding = crate::rebalance::shed(&shared, count);
+                    let shedding = crate::rebalance::shed(&sidecar, count);
                     json(
                         StatusCode::ACCEPTED,
                         &serde_json::json!({
@@ -139,11 +142,11 @@ fn shed_count(query: Option<&str>) -> Option<usize> {
         .and_then(|n| n.parse().ok())
 }
 
-async fn readyz(shared: &Sidecar) -> Response<Body> {
-    if shared.drain.is_draining() {
+async fn readyz(sidecar: &Sidecar) -> Response<Body> {
+    if sidecar.drain.is_draining() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    match probe_upstream(shared).await {
+    match probe_upstream(sidecar).await {
         Ok(()) => plain(StatusCode::OK, "ok"),
         Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
@@ -151,8 +154,8 @@ async fn readyz(shared: &Sidecar) -> Response<Body> {
 
 /// Checks that the app accepts TCP within 1 s, and records the answer in
 /// `wsdrain_upstream_up`.
-pub async fn probe_upstream(shared: &Sidecar) -> Result<(), String> {
-    let upstream = shared.settings.upstream;
+pub async fn probe_upstream(sidecar: &Sidecar) -> Result<(), String> {
+    let upstream = sidecar.settings.upstream;
     let result = match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!(
@@ -162,13 +165,13 @@ pub async fn probe_upstream(shared: &Sidecar) -> Result<(), String> {
             "upstream {upstream} did not accept a connection within 1s"
         )),
     };
-    shared.metrics.upstream_up.set(i64::from(result.is_ok()));
+    sidecar.metrics.upstream_up.set(i64::from(result.is_ok()));
     result
 }
 
 /// Checks the bearer token when a token file is configured.
-fn authorize(shared: &Sidecar, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
-    let Some(path) = &shared.settings.admin_token_file else {
+fn authorize(sidecar: &Sidecar, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    let Some(path) = &sidecar.settings.admin_token_file else {
         return Ok(());
     };
     let expected = match crate::admin_token::expected(path) {

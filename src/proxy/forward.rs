@@ -50,12 +50,12 @@ pub fn pooled_client(settings: &Settings) -> PooledClient {
 
 /// Forwards one request from `peer` to the app.
 pub async fn handle(
-    shared: Arc<Sidecar>,
+    sidecar: Arc<Sidecar>,
     client: &PooledClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let upstream = shared.settings.upstream;
+    let upstream = sidecar.settings.upstream;
     let (mut parts, body) = req.into_parts();
     headers::to_origin_form(&mut parts.uri, &mut parts.headers);
     let path = parts
@@ -77,14 +77,14 @@ pub async fn handle(
         match (first.await, retry) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {
                 tracing::debug!(error = %e, "pooled connection closed before an answer; retrying the idempotent request once on a fresh one");
-                send_on_fresh_connection(&shared, again).await
+                send_on_fresh_connection(&sidecar, again).await
             }
             (result, _) => result.map_err(ForwardError::Pooled),
         }
     };
-    let mut resp = match timeout(shared.settings.response_timeout, request).await {
+    let mut resp = match timeout(sidecar.settings.response_timeout, request).await {
         Ok(Ok(resp)) => {
-            shared.metrics.upstream_up.set(1);
+            sidecar.metrics.upstream_up.set(1);
             resp.map(|b| b.boxed())
         }
         Ok(Err(e)) => {
@@ -92,15 +92,15 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, error = %e, folded, "plain HTTP request to the app failed");
             }
-            shared.metrics.error(ErrorKind::UpstreamHttp);
+            sidecar.metrics.error(ErrorKind::UpstreamHttp);
             if e.is_connect() {
-                shared.metrics.upstream_up.set(0);
+                sidecar.metrics.upstream_up.set(0);
             }
             let resp = plain(
                 StatusCode::BAD_GATEWAY,
                 format!("wsdrain: upstream {upstream} unreachable: {}", e.reason()),
             );
-            count(&shared, resp.status());
+            count(&sidecar, resp.status());
             return resp;
         }
         Err(_) => {
@@ -108,21 +108,21 @@ pub async fn handle(
             if let Some(folded) = LIMIT.allow() {
                 warn!(%upstream, folded, "the app did not answer a plain HTTP request in time");
             }
-            shared.metrics.error(ErrorKind::UpstreamTimeout);
+            sidecar.metrics.error(ErrorKind::UpstreamTimeout);
             let resp = plain(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("wsdrain: upstream {upstream} did not answer within --response-timeout"),
             );
-            count(&shared, resp.status());
+            count(&sidecar, resp.status());
             return resp;
         }
     };
     headers::strip_hop_by_hop(resp.headers_mut());
-    if shared.drain.is_draining() {
+    if sidecar.drain.is_draining() {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    count(&shared, resp.status());
+    count(&sidecar, resp.status());
     resp
 }
 
@@ -198,13 +198,13 @@ impl std::fmt::Display for ForwardError {
 
 /// Sends `req` over a new connection of its own (not the pool), for the one retry.
 async fn send_on_fresh_connection(
-    shared: &Sidecar,
+    sidecar: &Sidecar,
     req: Request<Body>,
 ) -> Result<Response<Incoming>, ForwardError> {
-    let stream = TcpStream::connect(shared.settings.upstream)
+    let stream = TcpStream::connect(sidecar.settings.upstream)
         .await
         .map_err(|e| ForwardError::Fresh(e.to_string()))?;
-    sockets::tune(&stream, shared.settings.tcp_keepalive);
+    sockets::tune(&stream, sidecar.settings.tcp_keepalive);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ForwardError::Fresh(e.to_string()))?;
@@ -230,7 +230,7 @@ fn replay_of(parts: &http::request::Parts) -> Request<Body> {
     req
 }
 
-fn count(shared: &Sidecar, status: StatusCode) {
+fn count(sidecar: &Sidecar, status: StatusCode) {
     let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -238,7 +238,7 @@ fn count(shared: &Sidecar, status: StatusCode) {
         400..=499 => "4xx",
         _ => "5xx",
     };
-    shared
+    sidecar
         .metrics
         .http_requests
         .with_label_values(&[class])

@@ -32,17 +32,17 @@ use crate::state::Sidecar;
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
-    shared: Arc<Sidecar>,
+    sidecar: Arc<Sidecar>,
     mut req: Request<Incoming>,
     client: ClientAddrs,
     id: u64,
 ) -> Response<Body> {
-    let m = &shared.metrics;
+    let m = &sidecar.metrics;
     // Registered before the app is contacted, under the registry's lock: refused here
     // once the drain has sealed it, else in the drain's list.
-    let registration = match shared
+    let registration = match sidecar
         .connections
-        .register(id, shared.settings.max_connections)
+        .register(id, sidecar.settings.max_connections)
     {
         Ok(registration) => registration,
         Err(Refused::Sealed) => {
@@ -63,7 +63,7 @@ pub async fn handle(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "wsdrain: connection limit ({}) reached",
-                    shared.settings.max_connections
+                    sidecar.settings.max_connections
                 ),
             );
             resp.headers_mut()
@@ -73,10 +73,10 @@ pub async fn handle(
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
 
-    let upstream = shared.settings.upstream;
-    let stream = match connect_app(&shared, client).await {
+    let upstream = sidecar.settings.upstream;
+    let stream = match connect_app(&sidecar, client).await {
         Ok(s) => s,
-        Err(why) => return upstream_failed(&shared, ErrorKind::UpstreamConnect, why),
+        Err(why) => return upstream_failed(&sidecar, ErrorKind::UpstreamConnect, why),
     };
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
@@ -86,7 +86,7 @@ pub async fn handle(
         Ok(pair) => pair,
         Err(e) => {
             return upstream_failed(
-                &shared,
+                &sidecar,
                 ErrorKind::UpstreamConnect,
                 format!("handshake failed: {e}"),
             );
@@ -103,7 +103,7 @@ pub async fn handle(
     headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, body.boxed());
     let mut resp = match timeout(
-        shared.settings.handshake_timeout,
+        sidecar.settings.handshake_timeout,
         sender.send_request(upstream_req),
     )
     .await
@@ -111,7 +111,7 @@ pub async fn handle(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             return upstream_failed(
-                &shared,
+                &sidecar,
                 ErrorKind::UpstreamHandshake,
                 format!("failed during the handshake: {e}"),
             );
@@ -133,12 +133,12 @@ pub async fn handle(
         return resp.map(|b| b.boxed());
     }
     if !headers::is_websocket_switch(&resp) {
-        return not_websocket(&shared, &resp);
+        return not_websocket(&sidecar, &resp);
     }
     let app_upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
     tokio::spawn(
-        relay_when_upgraded(shared.clone(), registration, client_upgrade, app_upgrade)
+        relay_when_upgraded(sidecar.clone(), registration, client_upgrade, app_upgrade)
             .instrument(Span::current()),
     );
     Response::from_parts(parts, empty())
@@ -146,14 +146,14 @@ pub async fn handle(
 
 /// 502 for an upgrade the app could not take: `kind` is `upstream_connect` (no TCP
 /// connection) or `upstream_handshake` (connected, then reset or closed before answering).
-fn upstream_failed(shared: &Sidecar, kind: ErrorKind, why: String) -> Response<Body> {
-    let upstream = shared.settings.upstream;
+fn upstream_failed(sidecar: &Sidecar, kind: ErrorKind, why: String) -> Response<Body> {
+    let upstream = sidecar.settings.upstream;
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(folded) = LIMIT.allow() {
         warn!(%upstream, folded, "upgrade refused: upstream {why}");
     }
-    shared.metrics.rejected(Rejection::UpstreamUnavailable);
-    shared.metrics.error(kind);
+    sidecar.metrics.rejected(Rejection::UpstreamUnavailable);
+    sidecar.metrics.error(kind);
     plain(
         StatusCode::BAD_GATEWAY,
         format!("wsdrain: upstream {upstream} {why}"),
@@ -164,7 +164,7 @@ fn upstream_failed(shared: &Sidecar, kind: ErrorKind, why: String) -> Response<B
 /// at all). wsdrain only ever relays WebSocket: another protocol would be parsed as
 /// frames and could get a close frame injected at a drain. The app's connection is
 /// dropped with the answer; the client's stays HTTP/1.1.
-fn not_websocket(shared: &Sidecar, resp: &Response<Incoming>) -> Response<Body> {
+fn not_websocket(sidecar: &Sidecar, resp: &Response<Incoming>) -> Response<Body> {
     static LIMIT: LogLimit = LogLimit::new();
     let upgrade = resp
         .headers()
@@ -173,19 +173,19 @@ fn not_websocket(shared: &Sidecar, resp: &Response<Incoming>) -> Response<Body> 
         .unwrap_or_default();
     if let Some(folded) = LIMIT.allow() {
         warn!(
-            upstream = %shared.settings.upstream,
+            upstream = %sidecar.settings.upstream,
             %upgrade,
             folded,
             "the app answered 101 without switching to websocket; refused"
         );
     }
-    shared.metrics.rejected(Rejection::App);
-    shared.metrics.error(ErrorKind::UpstreamHandshake);
+    sidecar.metrics.rejected(Rejection::App);
+    sidecar.metrics.error(ErrorKind::UpstreamHandshake);
     plain(
         StatusCode::BAD_GATEWAY,
         format!(
             "wsdrain: upstream {} answered 101 without switching to websocket (Upgrade: {upgrade:?})",
-            shared.settings.upstream
+            sidecar.settings.upstream
         ),
     )
 }
@@ -197,7 +197,7 @@ fn raw_parts(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
 }
 
 async fn relay_when_upgraded(
-    shared: Arc<Sidecar>,
+    sidecar: Arc<Sidecar>,
     registration: Registration,
     client: OnUpgrade,
     app: OnUpgrade,
@@ -219,5 +219,5 @@ async fn relay_when_upgraded(
         warn!("upgraded connection is not a TCP stream");
         return;
     };
-    relay_connection(&shared, registration, client, client_early, app, app_early).await;
+    relay_connection(&sidecar, registration, client, client_early, app, app_early).await;
 }
