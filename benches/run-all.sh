@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every bench in full, writes the results under docs/bench/ and draws the drain
-# plot into docs/drain-reconnects.png (matplotlib in a venv). About 10 minutes on 2 cores.
-# Quick check instead: WSDRAIN_BENCH_SMOKE=1 cargo test --bench proxies --bench drain --bench frame_tracker
+# plot into docs/drain-reconnects.png and the rolling-update plot into docs/rollout.png
+# (matplotlib in a venv). About 25 minutes on 2 cores (the rollout bench ~15 of them;
+# WSDRAIN_BENCH_SKIP_ROLLOUT=1 leaves it out).
+# Quick check instead: WSDRAIN_BENCH_SMOKE=1 cargo test --bench proxies --bench drain --bench frame_tracker --bench rollout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WSDRAIN_BENCH_OUT=${WSDRAIN_BENCH_OUT:-$PWD/docs/bench}
@@ -12,8 +14,14 @@ cargo bench --bench frame_tracker 2>&1 | grep -E '^frame_tracker/|(time|thrpt): 
     | tee "$WSDRAIN_BENCH_OUT/frame_tracker.txt"
 cargo bench --bench proxies
 cargo bench --bench drain
+if [ -z "${WSDRAIN_BENCH_SKIP_ROLLOUT:-}" ]; then
+    cargo bench --bench rollout
+fi
 { echo "# uptime after"; uptime; } >> "$WSDRAIN_BENCH_OUT/load.txt"
 VENV=${WSDRAIN_BENCH_VENV:-.venv-bench}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check matplotlib
 "$VENV/bin/python" benches/plot_drain.py "$WSDRAIN_BENCH_OUT/drain.json" docs/drain-reconnects.png
+if [ -z "${WSDRAIN_BENCH_SKIP_ROLLOUT:-}" ]; then
+    "$VENV/bin/python" benches/plot_rollout.py "$WSDRAIN_BENCH_OUT/rollout.json" docs/rollout.png
+fi
