@@ -249,9 +249,9 @@ pub struct InjectDefaults {
     pub kubernetes_version: Option<u32>,
 }
 
-/// Settings of `wsdrain inject`.
+/// The manifests `inject` and `uninject` read.
 #[derive(Debug, Clone, Args)]
-pub struct InjectOptions {
+pub struct InputFile {
     /// File to read (YAML or JSON, multi-document); `-` for stdin.
     #[arg(
         short = 'f',
@@ -260,6 +260,14 @@ pub struct InjectOptions {
         default_value = "-"
     )]
     pub filename: PathBuf,
+}
+
+/// Settings of `wsdrain inject`.
+#[derive(Debug, Clone, Args)]
+pub struct InjectOptions {
+    /// The manifests to read.
+    #[command(flatten)]
+    pub input: InputFile,
     /// Inject into every pod template, annotated or not (`wsdrain.io/inject: "false"`
     /// still wins).
     #[arg(long, env = "WSDRAIN_ALL")]
@@ -303,14 +311,9 @@ pub struct WebhookOptions {
 /// Settings of `wsdrain uninject`.
 #[derive(Debug, Clone, Args)]
 pub struct UninjectOptions {
-    /// File to read (YAML or JSON, multi-document); `-` for stdin.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        env = "WSDRAIN_FILENAME",
-        default_value = "-"
-    )]
-    pub filename: PathBuf,
+    /// The manifests to read.
+    #[command(flatten)]
+    pub input: InputFile,
 }
 
 /// Settings of `wsdrain install`: what a platform team chooses once, so that

@@ -194,10 +194,11 @@ pub fn parse_kubernetes_version(raw: &str) -> Result<u32, String> {
     }
 }
 
-/// A namespace name: an RFC 1123 label (what Kubernetes accepts).
-pub fn parse_namespace(raw: &str) -> Result<String, String> {
+/// A Kubernetes name that must be an RFC 1123 label (container, port, namespace):
+/// lowercase letters, digits and `-`, not at either end, at most `max` long.
+pub fn parse_name(raw: &str, max: usize) -> Result<String, String> {
     let ok = !raw.is_empty()
-        && raw.len() <= 63
+        && raw.len() <= max
         && raw
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -206,8 +207,15 @@ pub fn parse_namespace(raw: &str) -> Result<String, String> {
     if ok {
         Ok(raw.to_string())
     } else {
-        Err("expected a namespace name: at most 63 lowercase letters, digits and '-'".into())
+        Err(format!(
+            "expected a name of at most {max} lowercase letters, digits and '-'"
+        ))
     }
+}
+
+/// A namespace name: an RFC 1123 label of at most 63 characters.
+pub fn parse_namespace(raw: &str) -> Result<String, String> {
+    parse_name(raw, 63)
 }
 
 #[cfg(test)]

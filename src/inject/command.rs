@@ -1,60 +1,67 @@
-//! `wsdrain inject` at the edge: read a file or stdin, write stdout, warnings to stderr.
+//! `wsdrain inject` and `wsdrain uninject` at the edge: read a file or stdin, write
+//! stdout, warnings to stderr.
 //!
-//! Flow: a file or stdin in, through [`super::inject_documents`]; the patched manifests
-//! out on stdout, warnings on stderr.
+//! Flow: a file or stdin in, through [`super::inject_documents`] or
+//! [`super::uninject_documents`]; the manifests out on stdout, warnings on stderr.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use anyhow::Context;
 
+use super::documents::Output;
 use super::{InjectConfig, Settings, inject_documents, uninject_documents};
 use crate::cli::{InjectOptions, UninjectOptions};
 
 /// Runs `wsdrain inject`: a failure to read or parse exits non-zero with one line.
 pub fn run(opts: &InjectOptions) -> anyhow::Result<()> {
-    let input = if opts.filename.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(&opts.filename)
-            .with_context(|| format!("reading {}", opts.filename.display()))?
-    };
+    let input = read_input(&opts.input.filename)?;
     let cfg = InjectConfig {
         defaults: Settings::from(&opts.defaults),
         all: opts.all,
         token: opts.token.clone(),
         upgrade: opts.upgrade,
     };
-    let out = inject_documents(&input, &cfg).with_context(|| {
-        if opts.filename.as_os_str() == "-" {
-            "stdin".to_string()
-        } else {
-            opts.filename.display().to_string()
-        }
-    })?;
-    let mut stderr = std::io::stderr().lock();
-    for w in &out.warnings {
-        let _ = writeln!(stderr, "wsdrain: warning: {w}");
-    }
-    if out.injected > 0 && opts.token.is_none() {
-        let _ = writeln!(
-            stderr,
-            "wsdrain: note: random admin tokens were generated; pass --token for output that is the same on every run"
+    let out = inject_documents(&input, &cfg).with_context(|| source_name(&opts.input.filename))?;
+    let note = (out.injected > 0 && opts.token.is_none()).then_some(
+        "random admin tokens were generated; pass --token for output that is the same on every run",
+    );
+    write_output(
+        &out,
+        note,
+        &format!("injected {} pod template(s)", out.injected),
+    )
+}
+
+/// Runs `wsdrain uninject`: every injected pod template back to what it was before
+/// `wsdrain inject`; templates that cannot be are named on stderr and exit non-zero.
+pub fn run_uninject(opts: &UninjectOptions) -> anyhow::Result<()> {
+    let input = read_input(&opts.input.filename)?;
+    let out = uninject_documents(&input).with_context(|| source_name(&opts.input.filename))?;
+    write_output(
+        &out,
+        None,
+        &format!("uninjected {} pod template(s)", out.injected),
+    )?;
+    if !out.warnings.is_empty() {
+        anyhow::bail!(
+            "{} pod template(s) could not be uninjected (see the warnings)",
+            out.warnings.len()
         );
     }
-    let _ = writeln!(stderr, "wsdrain: injected {} pod template(s)", out.injected);
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(out.text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("writing stdout")?;
     Ok(())
 }
 
-fn read_input(filename: &std::path::Path) -> anyhow::Result<String> {
+/// `stdin` for `-`, else the path: how errors name the input.
+fn source_name(filename: &Path) -> String {
+    if filename.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        filename.display().to_string()
+    }
+}
+
+fn read_input(filename: &Path) -> anyhow::Result<String> {
     if filename.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -66,36 +73,19 @@ fn read_input(filename: &std::path::Path) -> anyhow::Result<String> {
     }
 }
 
-/// Runs `wsdrain uninject`: every injected pod template back to what it was before
-/// `wsdrain inject`; templates that cannot be are named on stderr and exit non-zero.
-pub fn run_uninject(opts: &UninjectOptions) -> anyhow::Result<()> {
-    let input = read_input(&opts.filename)?;
-    let out = uninject_documents(&input).with_context(|| {
-        if opts.filename.as_os_str() == "-" {
-            "stdin".to_string()
-        } else {
-            opts.filename.display().to_string()
-        }
-    })?;
+/// Warnings, an optional note and the summary to stderr; the documents to stdout.
+fn write_output(out: &Output, note: Option<&str>, summary: &str) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr().lock();
     for w in &out.warnings {
         let _ = writeln!(stderr, "wsdrain: warning: {w}");
     }
-    let _ = writeln!(
-        stderr,
-        "wsdrain: uninjected {} pod template(s)",
-        out.injected
-    );
+    if let Some(note) = note {
+        let _ = writeln!(stderr, "wsdrain: note: {note}");
+    }
+    let _ = writeln!(stderr, "wsdrain: {summary}");
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(out.text.as_bytes())
         .and_then(|()| stdout.flush())
-        .context("writing stdout")?;
-    if !out.warnings.is_empty() {
-        anyhow::bail!(
-            "{} pod template(s) could not be uninjected (see the warnings)",
-            out.warnings.len()
-        );
-    }
-    Ok(())
+        .context("writing stdout")
 }

@@ -167,13 +167,38 @@ pub fn inject_documents(input: &str, cfg: &InjectConfig) -> Result<Output, Injec
     let mut warnings = Vec::new();
     let mut injected = 0;
     for (i, doc) in docs.iter_mut().enumerate() {
-        visit(
-            doc,
-            cfg,
-            &format!("document {}", i + 1),
-            &mut warnings,
-            &mut injected,
-        );
+        for_each_template(doc, &format!("document {}", i + 1), &mut |found| {
+            let Some(template) = found.template else {
+                warnings.push(format!(
+                    "{}: no pod template at {}; left as is",
+                    found.who, found.pointer
+                ));
+                return;
+            };
+            let template_asks = template
+                .get("metadata")
+                .and_then(|m| m.get("annotations"))
+                .and_then(|a| a.get(super::INJECT_ANNOTATION))
+                .is_some();
+            let report = inject_pod(template, cfg, false);
+            if matches!(report.outcome, Outcome::Injected | Outcome::Upgraded) {
+                injected += 1;
+            }
+            if !found.pointer.is_empty() && found.workload_asks && !template_asks {
+                warnings.push(format!(
+                    "{}: {} is set on the {} itself, which is ignored: put it in spec.template.metadata.annotations",
+                    found.who,
+                    super::INJECT_ANNOTATION,
+                    found.kind
+                ));
+            }
+            warnings.extend(
+                report
+                    .warnings
+                    .into_iter()
+                    .map(|w| format!("{}: {w}", found.who)),
+            );
+        });
     }
     Ok(Output {
         text: render(format, &docs)?,
@@ -211,83 +236,6 @@ fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
     }
 }
 
-fn visit(
-    doc: &mut Value,
-    cfg: &InjectConfig,
-    place: &str,
-    warnings: &mut Vec<String>,
-    injected: &mut usize,
-) {
-    let Some(obj) = doc.as_object_mut() else {
-        return;
-    };
-    let kind = obj
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let api_version = obj
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let who = identity(obj);
-    if kind.ends_with("List") {
-        if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
-            for (j, item) in items.iter_mut().enumerate() {
-                visit(
-                    item,
-                    cfg,
-                    &format!("{place}, item {}", j + 1),
-                    warnings,
-                    injected,
-                );
-            }
-        }
-        return;
-    }
-    let Some(pointer) = template_pointer(&api_version, &kind) else {
-        return;
-    };
-    let workload_asks = obj
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(super::INJECT_ANNOTATION))
-        .is_some();
-    let template = if pointer.is_empty() {
-        Some(obj)
-    } else {
-        doc.pointer_mut(pointer).and_then(Value::as_object_mut)
-    };
-    let Some(template) = template else {
-        warnings.push(format!(
-            "{place} ({who}): no pod template at {pointer}; left as is"
-        ));
-        return;
-    };
-    let template_asks = template
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(super::INJECT_ANNOTATION))
-        .is_some();
-    let report = inject_pod(template, cfg, false);
-    if matches!(report.outcome, Outcome::Injected | Outcome::Upgraded) {
-        *injected += 1;
-    }
-    if !pointer.is_empty() && workload_asks && !template_asks {
-        warnings.push(format!(
-            "{place} ({who}): {} is set on the {kind} itself, which is ignored: put it in spec.template.metadata.annotations",
-            super::INJECT_ANNOTATION
-        ));
-    }
-    warnings.extend(
-        report
-            .warnings
-            .into_iter()
-            .map(|w| format!("{place} ({who}): {w}")),
-    );
-}
-
 /// `wsdrain uninject` as a function: reads a stream, turns every injected pod template
 /// back into what it was before injection, writes it back in the same syntax. A
 /// template that cannot be uninjected is left as is with a warning naming the reason.
@@ -296,15 +244,16 @@ pub fn uninject_documents(input: &str) -> Result<Output, InjectError> {
     let mut warnings = Vec::new();
     let mut changed = 0;
     for (i, doc) in docs.iter_mut().enumerate() {
-        for_each_template(
-            doc,
-            &format!("document {}", i + 1),
-            &mut |template, place| match super::undo::uninject_pod(template) {
+        for_each_template(doc, &format!("document {}", i + 1), &mut |found| {
+            let Some(template) = found.template else {
+                return;
+            };
+            match super::undo::uninject_pod(template) {
                 Ok(()) => changed += 1,
                 Err(super::undo::UninjectError::NotInjected) => {}
-                Err(e) => warnings.push(format!("{place}: {e}")),
-            },
-        );
+                Err(e) => warnings.push(format!("{}: {e}", found.who)),
+            }
+        });
     }
     Ok(Output {
         text: render(format, &docs)?,
@@ -313,13 +262,22 @@ pub fn uninject_documents(input: &str) -> Result<Output, InjectError> {
     })
 }
 
-/// Calls `f` with every pod template in `doc` (Lists included) and its place for
-/// messages.
-fn for_each_template(
-    doc: &mut Value,
-    place: &str,
-    f: &mut dyn FnMut(&mut Map<String, Value>, &str),
-) {
+/// A workload's pod template, as [`for_each_template`] finds it.
+struct Found<'a> {
+    /// The template; `None` when the workload has none where its kind keeps it.
+    template: Option<&'a mut Map<String, Value>>,
+    /// `document 1, item 2 (Deployment ns/web)`, for messages.
+    who: &'a str,
+    /// The workload's kind.
+    kind: &'a str,
+    /// Where the template sits in the workload (empty for a Pod).
+    pointer: &'static str,
+    /// The workload's own metadata carries the inject annotation.
+    workload_asks: bool,
+}
+
+/// Calls `f` with every workload in `doc` that has a pod template (Lists included).
+fn for_each_template(doc: &mut Value, place: &str, f: &mut dyn FnMut(Found<'_>)) {
     let Some(obj) = doc.as_object_mut() else {
         return;
     };
@@ -345,12 +303,21 @@ fn for_each_template(
         return;
     };
     let who = format!("{place} ({})", identity(obj));
+    let workload_asks = obj
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(super::INJECT_ANNOTATION))
+        .is_some();
     let template = if pointer.is_empty() {
         Some(obj)
     } else {
         doc.pointer_mut(pointer).and_then(Value::as_object_mut)
     };
-    if let Some(t) = template {
-        f(t, &who);
-    }
+    f(Found {
+        template,
+        who: &who,
+        kind: &kind,
+        pointer,
+        workload_asks,
+    });
 }

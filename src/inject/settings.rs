@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::cli::InjectDefaults;
 use crate::values::{
-    parse_close_code, parse_drain_phase, parse_jitter, parse_quantity, parse_rate, parse_size,
+    parse_close_code, parse_drain_phase, parse_jitter, parse_name, parse_quantity, parse_rate,
+    parse_size,
 };
 
 /// Prefix of every wsdrain annotation.
@@ -222,24 +223,6 @@ fn parse_port(raw: &str) -> Result<u16, String> {
     match raw.parse::<u16>() {
         Ok(p) if p >= 1 => Ok(p),
         _ => Err("expected a port number from 1 to 65535".into()),
-    }
-}
-
-/// A container or port name: lowercase letters, digits and `-`, at most `max` long.
-fn parse_name(raw: &str, max: usize) -> Result<String, String> {
-    let ok = !raw.is_empty()
-        && raw.len() <= max
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !raw.starts_with('-')
-        && !raw.ends_with('-');
-    if ok {
-        Ok(raw.to_string())
-    } else {
-        Err(format!(
-            "expected a name of at most {max} lowercase letters, digits and '-'"
-        ))
     }
 }
 

@@ -200,13 +200,7 @@ impl Pump {
         self.pos = self.scanned;
         self.fwd = self.scanned;
         if self.scanned == self.filled {
-            if let Some(b) = self.buf.take() {
-                buffer_pool::give(b);
-            }
-            self.pos = 0;
-            self.fwd = 0;
-            self.scanned = 0;
-            self.filled = 0;
+            self.release();
         } else if self.scanned > 0 {
             buf.copy_within(self.scanned..self.filled, 0);
             self.filled -= self.scanned;
@@ -229,6 +223,11 @@ impl Pump {
         }
         self.tail[..waiting].copy_from_slice(&buf[self.scanned..self.filled]);
         self.tail_len = waiting as u8;
+        self.release();
+    }
+
+    /// Gives the buffer back to the pool; nothing of it is still needed.
+    fn release(&mut self) {
         if let Some(b) = self.buf.take() {
             buffer_pool::give(b);
         }
