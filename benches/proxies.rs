@@ -173,8 +173,10 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Opens `n` idle WebSockets through `port` and returns the RSS growth per connection
-/// (bytes) of `proc` (fresh process, measured after one warm-up connection).
-async fn idle_rss(port: u16, proc: &Proc, n: usize) -> (f64, u64, u64) {
+/// (bytes) of `proc` (fresh process, measured after one warm-up connection). With
+/// `mid_header`, each client then sends the first byte of a frame header and stops
+/// there: the hostile shape that used to pin a 16 KiB buffer per connection.
+async fn idle_rss(port: u16, proc: &Proc, n: usize, mid_header: bool) -> (f64, u64, u64) {
     // Warm up lazy initialisation with a few connections, then take the baseline.
     for _ in 0..4 {
         let (mut s, _) = ws_connect(port).await.expect("warm-up connect");
@@ -214,6 +216,11 @@ async fn idle_rss(port: u16, proc: &Proc, n: usize) -> (f64, u64, u64) {
             .collect();
         for r in futures_util::future::join_all(futs).await {
             r.expect("idle echo");
+        }
+    }
+    if mid_header {
+        for s in &mut socks {
+            s.write_all(&[0x82]).await.expect("a lone header byte");
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -331,7 +338,7 @@ fn main() {
         };
         rt.block_on(wait_ready(port, k.name()));
         let p = p.expect("process");
-        let r = rt.block_on(idle_rss(port, &p, s.idle_conns));
+        let r = rt.block_on(idle_rss(port, &p, s.idle_conns, false));
         eprintln!(
             "idle {:<9} {:>8.0} B/conn ({} -> {} KiB at {} conns)",
             k.name(),
@@ -344,6 +351,18 @@ fn main() {
         drop(p);
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The same for wsdrain with every client stopped inside a frame header.
+    let mid_header = kinds.contains(&Kind::Wsdrain).then(|| {
+        let (p, port) = start(Kind::Wsdrain, app_port);
+        rt.block_on(wait_ready(port, "wsdrain"));
+        let p = p.expect("process");
+        let r = rt.block_on(idle_rss(port, &p, s.idle_conns, true));
+        eprintln!(
+            "idle wsdrain, each stopped mid-header {:>8.0} B/conn ({} -> {} KiB)",
+            r.0, r.1, r.2
+        );
+        r
+    });
     info.insert("loadavg_before".into(), load_before);
     info.insert(
         "loadavg_after".into(),
@@ -423,6 +442,18 @@ fn main() {
         );
         rss_json.push(json!({
             "contender": k.name(), "connections": s.idle_conns, "bytes_per_conn": per,
+            "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
+            "rss_before_kib": before, "rss_after_kib": after,
+        }));
+    }
+    if let Some((per, before, after)) = mid_header {
+        let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
+        md += &format!(
+            "| wsdrain, each stopped mid-header | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
+            per / 1024.0
+        );
+        rss_json.push(json!({
+            "contender": "wsdrain_mid_header", "connections": s.idle_conns, "bytes_per_conn": per,
             "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
             "rss_before_kib": before, "rss_after_kib": after,
         }));
