@@ -6,10 +6,12 @@
 //! `wsdrain.io/inject=enabled`; the webhook's `/metrics` counts the review. Strict
 //! schema validation of the same output is in `tests/py/test_install.py`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -179,11 +181,7 @@ async fn installed_certificate_and_deployment_args_serve_a_real_admission_review
         .kill_on_drop(true)
         .spawn()
         .expect("spawn wsdrain webhook");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "webhook did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_listening(addr, "webhook").await;
 
     let ca_pem = String::from_utf8(ca_bundle).expect("pem");
     let service_name = format!("wsdrain-webhook.{ns}.svc");

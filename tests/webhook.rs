@@ -4,10 +4,12 @@
 //! requests; a certificate rotated on disk is served on the next connection; and the
 //! `wsdrain webhook` binary itself starts, answers and stops on SIGTERM.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -430,11 +432,7 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn wsdrain webhook");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "webhook did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_listening(addr, "webhook").await;
     let reply = call(addr, &ca.der, "GET", "/healthz", Vec::new()).await;
     assert_eq!(reply.status, 200);
     let pid = child.id().expect("pid");

@@ -25,6 +25,15 @@ pub fn free_addr() -> SocketAddr {
         .expect("a free loopback port")
 }
 
+/// Waits up to 10 s for `addr` to accept a TCP connection: a child process coming up.
+pub async fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {addr}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The port of [`free_addr`], for flags that take a port.
 pub fn free_port() -> u16 {
     free_addr().port()

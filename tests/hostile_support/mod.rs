@@ -421,22 +421,29 @@ impl Seen {
 ///   strict echo that
 ///   closes with 1002 on unmasked frames, reserved opcodes and invalid close codes.
 pub async fn start_app() -> (SocketAddr, Seen) {
+    let seen = Seen::default();
+    (serve_each(seen.clone(), app_conn).await, seen)
+}
+
+/// Serves every connection to a fresh loopback listener with `conn`, handing each a
+/// clone of `state`, until the test ends; returns the listener's address.
+pub async fn serve_each<S, F, Fut>(state: S, conn: F) -> SocketAddr
+where
+    S: Clone + Send + 'static,
+    F: Fn(TcpStream, S) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Seen::default();
-    let seen2 = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 continue;
             };
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let _ = app_conn(s, seen).await;
-            });
+            tokio::spawn(conn(s, state.clone()));
         }
     });
-    (addr, seen)
+    addr
 }
 
 async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {

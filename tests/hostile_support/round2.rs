@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -56,22 +56,8 @@ impl Heads {
 /// hyper cannot parse; any other upgrade gets a proper WebSocket 101 and then every byte
 /// echoed; any other request gets `200 ok`.
 pub async fn start_capture_app() -> (SocketAddr, Heads) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let heads = Heads::default();
-    let heads2 = heads.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            let heads = heads2.clone();
-            tokio::spawn(async move {
-                let _ = capture_conn(s, heads).await;
-            });
-        }
-    });
-    (addr, heads)
+    (super::serve_each(heads.clone(), capture_conn).await, heads)
 }
 
 async fn capture_conn(mut s: TcpStream, heads: Heads) -> std::io::Result<()> {
@@ -192,11 +178,7 @@ impl Webhook {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn wsdrain webhook");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "webhook did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::common::wait_listening(addr, "webhook").await;
         Webhook {
             child,
             addr,
