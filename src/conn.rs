@@ -116,8 +116,10 @@ pub async fn relay_connection(
     if ending == Ending::TimedOut {
         m.error(ErrorKind::CloseTimeout);
     }
-    drop(registration);
+    // Counted while still registered: the drain sees the registry empty (and reports
+    // "done") only once every close is in its counters.
     sidecar.drain.connection_ended(&handle);
+    drop(registration);
     debug!(
         ?ending,
         secs = started.elapsed().as_secs_f64(),

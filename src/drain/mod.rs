@@ -336,7 +336,8 @@ impl Drain {
 
     /// Accounts for a relay that ended. Only the drain's own closes count here: a close
     /// asked for by `/shed` or `--max-connection-age` is counted under its own reason
-    /// when it is asked for; a connection cut at the deadline is the drain's.
+    /// when it is asked for; a connection cut at the deadline is the drain's. Called
+    /// while the connection is still registered (so it is not yet among the remaining).
     pub fn connection_ended(&self, handle: &ConnHandle) {
         if self.phase() < Phase::Staggering {
             return;
@@ -347,7 +348,7 @@ impl Drain {
             _ => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let remaining = self.connections.len();
+        let remaining = self.connections.len().saturating_sub(1);
         self.metrics.drain_closed.inc();
         self.metrics.drain_remaining.set(remaining as i64);
         let at_start = self.open_at_stagger.load(Ordering::Relaxed);
