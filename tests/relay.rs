@@ -499,12 +499,33 @@ async fn plain_http_is_reverse_proxied_with_bodies_streamed() {
         s.write_all(b"GET /k HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
+        // One whole response (head and body may arrive in separate reads).
+        let mut got = Vec::new();
         let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(T, s.read(&mut buf))
-            .await
-            .expect("in time")
-            .expect("read");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        loop {
+            let n = tokio::time::timeout(T, s.read(&mut buf))
+                .await
+                .expect("in time")
+                .expect("read");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .expect("content-length");
+                if body.len() >= len {
+                    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+                    break;
+                }
+            }
+        }
     }
     let _ = http_full;
 }
