@@ -5,24 +5,26 @@
 //! read has been written. Memory per idle connection is a headline number; this is
 //! what keeps it small. A per-thread free list keeps the allocator out of the hot path.
 //!
-//! Every borrowed buffer is a [`Buf`], counted in one process-wide atomic while it
-//! lives, so `wsdrain_relay_buffers_in_use` can show that idle connections really hold
-//! none (a leak or a pinned buffer shows up as a count that does not go back to 0).
+//! Every borrowed buffer is a [`Buf`], counted (in per-thread parts) while it lives,
+//! so `wsdrain_relay_buffers_in_use` can show that idle connections really hold none (a leak or a pinned buffer shows up as a count that does not go back to 0).
 //!
 //! Flow: the relay's pumps take a [`Buf`] when a socket is readable and give it back
 //! when everything read is written; the metrics read the count.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::LazyLock;
+
+use crate::per_thread_counter::PerThreadCounter;
 
 /// Size of one relay read buffer.
 pub const BUF_SIZE: usize = 16 * 1024;
 /// Free buffers kept per worker thread.
 const KEEP_PER_THREAD: usize = 64;
 
-/// Buffers borrowed right now, across all threads.
-static IN_USE: AtomicI64 = AtomicI64::new(0);
+/// Buffers borrowed right now, summed across threads (per-thread parts: a take and a
+/// give per message must not move a shared cache line between cores).
+static IN_USE: LazyLock<PerThreadCounter> = LazyLock::new(PerThreadCounter::default);
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -35,7 +37,7 @@ pub struct Buf(Box<[u8]>);
 
 impl Buf {
     fn counted(bytes: Box<[u8]>) -> Buf {
-        IN_USE.fetch_add(1, Ordering::Relaxed);
+        IN_USE.add(1);
         Buf(bytes)
     }
 
@@ -62,7 +64,7 @@ impl DerefMut for Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        IN_USE.fetch_sub(1, Ordering::Relaxed);
+        IN_USE.add(-1);
         let bytes = std::mem::take(&mut self.0);
         if bytes.len() != BUF_SIZE {
             return;
@@ -102,5 +104,5 @@ pub fn give(buf: Buf) {
 
 /// Buffers currently borrowed by relays, summed across threads.
 pub fn in_use() -> i64 {
-    IN_USE.load(Ordering::Relaxed)
+    IN_USE.get()
 }

@@ -22,6 +22,7 @@ pub mod install;
 pub mod log_limit;
 pub mod logging;
 pub mod metrics;
+pub mod per_thread_counter;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod rebalance;

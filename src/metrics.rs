@@ -2,7 +2,8 @@
 //!
 //! The HPA adapter rule, the alerts and the dashboard under `deploy/` query these exact
 //! names, so they are a contract. Label children used on the hot path are resolved
-//! once here; a relay adds its counts with one atomic add per read, not per frame.
+//! once here; a relay adds its counts per read, not per frame, to per-thread counters
+//! that `/metrics` sums (see `per_thread_counter`).
 //! Label values of errors and rejections come from the enums in `metrics/kinds.rs`.
 //!
 //! Flow: every part of the sidecar writes counts in through [`Metrics`]; the admin
@@ -10,6 +11,9 @@
 
 mod kinds;
 
+use std::sync::{Arc, Mutex};
+
+use crate::per_thread_counter::PerThreadCounter;
 pub use kinds::{ErrorKind, Rejection};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -21,17 +25,33 @@ pub const CLIENT_TO_APP: &str = "client_to_app";
 /// Direction label values.
 pub const APP_TO_CLIENT: &str = "app_to_client";
 
-/// Counters for one direction, resolved once.
+/// Counters for one direction, resolved once. The three a relay touches per message
+/// are per-thread ([`PerThreadCounter`]), copied into their Prometheus series when
+/// `/metrics` is rendered, so data-path threads never share a counter's cache line.
 #[derive(Clone)]
 pub struct DirectionMetrics {
     /// Complete data messages relayed.
-    pub messages: IntCounter,
+    pub messages: PerThreadCounter,
     /// Wire bytes relayed.
-    pub bytes: IntCounter,
+    pub bytes: PerThreadCounter,
     /// Data frames that could not be delivered because the receiver had closed.
-    pub dropped_frames: IntCounter,
+    pub dropped_frames: PerThreadCounter,
     /// `websocket_errors_total{kind="protocol_violation"}`: frames breaking RFC 6455.
     pub violations: IntCounter,
+    /// The exported series of the three per-thread counters, in the same order.
+    exported: [IntCounter; 3],
+}
+
+impl DirectionMetrics {
+    /// Brings the exported series up to the per-thread sums (called under the render
+    /// lock, so two scrapes cannot both add the same difference).
+    fn publish(&self) {
+        let sums = [&self.messages, &self.bytes, &self.dropped_frames];
+        for (sum, series) in sums.iter().zip(&self.exported) {
+            let total = u64::try_from(sum.get()).unwrap_or(0);
+            series.inc_by(total.saturating_sub(series.get()));
+        }
+    }
 }
 
 /// Every metric wsdrain exports, registered in one registry.
@@ -73,6 +93,8 @@ pub struct Metrics {
     pub upstream_up: IntGauge,
     /// `wsdrain_relay_buffers_in_use`: read buffers borrowed by relays (0 when all idle).
     pub relay_buffers: IntGauge,
+    /// Serialises [`Metrics::render`]: publishing per-thread sums is read-then-add.
+    render_lock: Arc<Mutex<()>>,
 }
 
 /// Registers `metric` in `registry` and hands it back. Names are fixed and unique in
@@ -223,10 +245,15 @@ impl Metrics {
             .expect("process metrics register once");
 
         let direction = |d: &str| DirectionMetrics {
-            messages: messages.with_label_values(&[d]),
-            bytes: bytes.with_label_values(&[d]),
-            dropped_frames: dropped.with_label_values(&[d]),
+            messages: PerThreadCounter::default(),
+            bytes: PerThreadCounter::default(),
+            dropped_frames: PerThreadCounter::default(),
             violations: errors.with_label_values(&[ErrorKind::ProtocolViolation.as_str()]),
+            exported: [
+                messages.with_label_values(&[d]),
+                bytes.with_label_values(&[d]),
+                dropped.with_label_values(&[d]),
+            ],
         };
         Metrics {
             client_to_app: direction(CLIENT_TO_APP),
@@ -247,6 +274,7 @@ impl Metrics {
             max_connections,
             upstream_up,
             relay_buffers,
+            render_lock: Arc::default(),
         }
     }
 
@@ -276,6 +304,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let _publishing = self.render_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.client_to_app.publish();
+        self.app_to_client.publish();
         self.relay_buffers.set(crate::buffer_pool::in_use());
         let mut out = Vec::with_capacity(8192);
         // Encoding into a Vec cannot fail for the text format.

@@ -85,6 +85,31 @@ async fn data_path_threads_follow_tokio_worker_threads_and_drain_across_them() {
         CLIENTS as f64,
         "connections on every data-path thread are counted"
     );
+    // The per-message counters are kept per thread and summed on scrape: the sums are
+    // exact, and idle relays hold no buffer, whichever thread they run on.
+    for direction in ["client_to_app", "app_to_client"] {
+        let messages = format!(r#"websocket_messages_total{{direction="{direction}"}}"#);
+        assert_eq!(
+            metric_value(&metrics, &messages),
+            CLIENTS as f64,
+            "{messages}"
+        );
+        let bytes = format!(r#"websocket_bytes_total{{direction="{direction}"}}"#);
+        // "hello 0".."hello 11": 7 or 8 payload bytes, a 2-byte header, 4 mask bytes
+        // from the client.
+        let payload: usize = (0..CLIENTS).map(|i| format!("hello {i}").len() + 2).sum();
+        let mask = if direction == "client_to_app" {
+            4 * CLIENTS
+        } else {
+            0
+        };
+        assert_eq!(
+            metric_value(&metrics, &bytes),
+            (payload + mask) as f64,
+            "{bytes}"
+        );
+    }
+    assert_eq!(metric_value(&metrics, "wsdrain_relay_buffers_in_use"), 0.0);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
