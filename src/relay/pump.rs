@@ -174,23 +174,13 @@ impl Pump {
             let Some(buf) = self.buf.as_deref() else {
                 break;
             };
-            ready!(dst.poll_write_ready(cx))?;
-            match dst.try_write(&buf[self.pos..self.fwd]) {
-                Ok(n) => {
-                    self.pos += n;
-                    m.bytes.inc_by(n as u64);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            let n = ready!(write_some(cx, dst, &buf[self.pos..self.fwd]))?;
+            self.pos += n;
+            m.bytes.inc_by(n as u64);
         }
         while self.inject_pos < self.inject.len() {
-            ready!(dst.poll_write_ready(cx))?;
-            match dst.try_write(&self.inject[self.inject_pos..]) {
-                Ok(n) => self.inject_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+            let n = ready!(write_some(cx, dst, &self.inject[self.inject_pos..]))?;
+            self.inject_pos += n;
         }
         Poll::Ready(Ok(()))
     }
@@ -447,5 +437,20 @@ fn read_once(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
         other => other,
+    }
+}
+
+/// Writes what the socket takes now. The write is tried first and readiness is waited
+/// for only when the socket is full: `try_write` checks tokio's readiness itself, so
+/// polling for writability before every write paid that check twice, with the
+/// cooperative budget's bookkeeping on top (5 % of wsdrain's user-space instructions
+/// per 64 B round trip; docs/performance.md, "Round three"). A write that does not block
+/// spends no budget; the reads still do, which is what makes a busy relay yield.
+fn write_some(cx: &mut Context<'_>, dst: &TcpStream, bytes: &[u8]) -> Poll<io::Result<usize>> {
+    loop {
+        match dst.try_write(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(dst.poll_write_ready(cx))?,
+            done => return Poll::Ready(done),
+        }
     }
 }
