@@ -21,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 enum Kind {
     Direct,
     Wsdrain,
+    /// A second build of wsdrain (`WSDRAIN_BIN_B`), for A/B experiments in one run.
+    WsdrainB,
     Nginx,
     Haproxy,
     TcpRelay,
@@ -31,6 +33,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Wsdrain => "wsdrain",
+            Kind::WsdrainB => "wsdrain-b",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
             Kind::TcpRelay => "tcp-relay",
@@ -48,6 +51,18 @@ struct Settings {
 }
 
 fn settings() -> Settings {
+    let mut s = default_settings();
+    // `WSDRAIN_BENCH_ROUNDS=5`: more rounds for the medians (experiments).
+    if let Some(r) = std::env::var("WSDRAIN_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        s.rounds = r;
+    }
+    s
+}
+
+fn default_settings() -> Settings {
     if smoke() {
         Settings {
             rounds: 1,
@@ -75,6 +90,11 @@ fn start(kind: Kind, app: u16) -> (Option<Proc>, u16) {
     let p = match kind {
         Kind::Direct => return (None, app),
         Kind::Wsdrain => spawn_wsdrain(port, app, &[]),
+        Kind::WsdrainB => {
+            let bin =
+                std::env::var_os("WSDRAIN_BIN_B").expect("wsdrain-b runs only with WSDRAIN_BIN_B");
+            spawn_wsdrain_bin(std::path::Path::new(&bin), port, app, &[])
+        }
         Kind::Nginx => spawn_nginx(port, app),
         Kind::Haproxy => spawn_haproxy(port, app, None),
         Kind::TcpRelay => spawn_tcp_relay(port, app),
@@ -164,6 +184,49 @@ async fn echo_load(
     load
 }
 
+/// The figures of one contender in one scenario: each the median over the rounds.
+#[derive(Clone, Copy)]
+struct Summary {
+    rate: f64,
+    mbs: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu_us: Option<f64>,
+    errors: u64,
+    samples: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Medians over the rounds (latencies sorted per round): a round disturbed by something
+/// else on the machine moves a median less than a pooled figure.
+fn summarize(rounds: &[Load]) -> Summary {
+    let each = |f: &dyn Fn(&Load) -> f64| median(rounds.iter().map(f).collect());
+    let rate = |l: &Load| l.round_trips as f64 / l.elapsed.as_secs_f64();
+    let cpus: Vec<f64> = rounds
+        .iter()
+        .filter_map(|l| l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64))
+        .collect();
+    Summary {
+        rate: each(&rate),
+        mbs: each(&|l| l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6),
+        p50: each(&|l| pct(&l.lat_ns, 0.5)),
+        p99: each(&|l| pct(&l.lat_ns, 0.99)),
+        p999: each(&|l| pct(&l.lat_ns, 0.999)),
+        cpu_us: (!cpus.is_empty()).then(|| median(cpus)),
+        errors: rounds.iter().map(|l| l.errors).sum(),
+        samples: rounds.iter().map(|l| l.lat_ns.len()).sum(),
+    }
+}
+
 fn pct(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -238,6 +301,9 @@ fn main() {
     let s = settings();
     let smoke = smoke();
     let mut kinds = vec![Kind::Direct, Kind::Wsdrain, Kind::TcpRelay];
+    if std::env::var_os("WSDRAIN_BIN_B").is_some() {
+        kinds.push(Kind::WsdrainB);
+    }
     if ensure_installed("nginx", "nginx") {
         kinds.push(Kind::Nginx);
     }
@@ -280,10 +346,19 @@ fn main() {
         (format!("small_{}", s.small_conns[1]), s.small_conns[1], 64),
         ("large_64k".to_string(), s.big_conns, 64 * 1024),
     ];
-    let mut results: BTreeMap<(String, Kind), Load> = BTreeMap::new();
-    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments).
-    let only_idle = std::env::var("WSDRAIN_BENCH_ONLY").is_ok_and(|v| v == "idle");
-    let rounds = if only_idle { 0 } else { s.rounds };
+    // `WSDRAIN_BENCH_SCENARIOS=small_50` runs only those load scenarios (experiments).
+    let scenarios: Vec<_> = match std::env::var("WSDRAIN_BENCH_SCENARIOS") {
+        Ok(only) => scenarios
+            .into_iter()
+            .filter(|(name, _, _)| only.split(',').any(|o| o.trim() == name))
+            .collect(),
+        Err(_) => scenarios,
+    };
+    let mut results: BTreeMap<(String, Kind), Vec<Load>> = BTreeMap::new();
+    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments), `=load` the
+    // idle-memory runs.
+    let only = std::env::var("WSDRAIN_BENCH_ONLY").unwrap_or_default();
+    let rounds = if only == "idle" { 0 } else { s.rounds };
     for round in 0..rounds {
         for (name, conns, size) in &scenarios {
             // Rotate the order each round so no contender always goes first.
@@ -309,15 +384,8 @@ fn main() {
                     l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6,
                     l.errors
                 );
-                let e = results.entry((name.clone(), k)).or_default();
-                e.round_trips += l.round_trips;
-                e.bytes += l.bytes;
-                e.elapsed += l.elapsed;
-                e.lat_ns.extend(l.lat_ns);
-                e.errors += l.errors;
-                if let Some(c) = l.cpu {
-                    *e.cpu.get_or_insert(0.0) += c;
-                }
+                l.lat_ns.sort_unstable();
+                results.entry((name.clone(), k)).or_default().push(l);
                 // Let the connections of this run close before the next one.
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -327,7 +395,8 @@ fn main() {
 
     // Idle memory: a fresh process per contender, one at a time.
     let mut rss: BTreeMap<Kind, (f64, u64, u64)> = BTreeMap::new();
-    for &k in &kinds {
+    let idle_kinds: &[Kind] = if only == "load" { &[] } else { &kinds };
+    for &k in idle_kinds {
         let (p, port) = match k {
             Kind::Direct => {
                 // The app itself, fresh, as the reference point.
@@ -352,7 +421,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // The same for wsdrain with every client stopped inside a frame header.
-    let mid_header = kinds.contains(&Kind::Wsdrain).then(|| {
+    let mid_header = idle_kinds.contains(&Kind::Wsdrain).then(|| {
         let (p, port) = start(Kind::Wsdrain, app_port);
         rt.block_on(wait_ready(port, "wsdrain"));
         let p = p.expect("process");
@@ -373,12 +442,15 @@ fn main() {
     );
     info.remove("loadavg");
 
-    // Report.
+    // Report: every figure is the median of the rounds.
     let mut json_rows = Vec::new();
+    let mut summaries: BTreeMap<(String, Kind), Summary> = BTreeMap::new();
     let mut md = String::new();
     for (name, conns, size) in &scenarios {
-        let direct = results.get(&(name.clone(), Kind::Direct));
-        let d_rate = direct.map(|d| d.round_trips as f64 / d.elapsed.as_secs_f64());
+        let direct = results
+            .get(&(name.clone(), Kind::Direct))
+            .map(|r| summarize(r));
+        let d_rate = direct.map(|d| d.rate);
         let large = *size > 1024;
         md += &format!("\n**{} B messages, {conns} connections**\n\n", size);
         if large {
@@ -387,44 +459,54 @@ fn main() {
             md += "| contender | round trips/s | ratio to direct | p50 µs | p99 µs | p99.9 µs | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
         }
         for &k in &kinds {
-            let Some(l) = results.get_mut(&(name.clone(), k)) else {
+            let Some(rounds) = results.get(&(name.clone(), k)) else {
                 continue;
             };
-            l.lat_ns.sort_unstable();
-            let rate = l.round_trips as f64 / l.elapsed.as_secs_f64();
-            let mbs = l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6;
-            let ratio = d_rate.map(|d| rate / d).unwrap_or(f64::NAN);
-            let (p50, p99, p999) = (
-                pct(&l.lat_ns, 0.5),
-                pct(&l.lat_ns, 0.99),
-                pct(&l.lat_ns, 0.999),
-            );
-            let cpu_us = l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64);
-            let cpu_txt = cpu_us
+            let m = summarize(rounds);
+            let ratio = d_rate.map(|d| m.rate / d).unwrap_or(f64::NAN);
+            let cpu_txt = m
+                .cpu_us
                 .map(|c| format!("{c:.1}"))
                 .unwrap_or_else(|| "–".into());
             if large {
                 md += &format!(
-                    "| {} | {mbs:.0} | {ratio:.2} | {:.2} | {:.2} | {cpu_txt} | {} |\n",
+                    "| {} | {:.0} | {ratio:.2} | {:.2} | {:.2} | {cpu_txt} | {} |\n",
                     k.name(),
-                    p50 / 1000.0,
-                    p99 / 1000.0,
-                    l.errors
+                    m.mbs,
+                    m.p50 / 1000.0,
+                    m.p99 / 1000.0,
+                    m.errors
                 );
             } else {
                 md += &format!(
-                    "| {} | {rate:.0} | {ratio:.2} | {p50:.0} | {p99:.0} | {p999:.0} | {cpu_txt} | {} |\n",
+                    "| {} | {:.0} | {ratio:.2} | {:.0} | {:.0} | {:.0} | {cpu_txt} | {} |\n",
                     k.name(),
-                    l.errors
+                    m.rate,
+                    m.p50,
+                    m.p99,
+                    m.p999,
+                    m.errors
                 );
             }
+            let per_round: Vec<Value> = rounds
+                .iter()
+                .map(|l| {
+                    json!({
+                        "round_trips_per_s": l.round_trips as f64 / l.elapsed.as_secs_f64(),
+                        "p99_us": pct(&l.lat_ns, 0.99),
+                        "proxy_cpu_us_per_round_trip": l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64),
+                    })
+                })
+                .collect();
             json_rows.push(json!({
                 "scenario": name, "connections": conns, "message_bytes": size,
-                "contender": k.name(), "round_trips_per_s": rate, "mb_per_s": mbs,
-                "ratio_to_direct": ratio, "p50_us": p50, "p99_us": p99, "p999_us": p999,
-                "samples": l.lat_ns.len(), "errors": l.errors,
-                "proxy_cpu_us_per_round_trip": cpu_us,
+                "contender": k.name(), "round_trips_per_s": m.rate, "mb_per_s": m.mbs,
+                "ratio_to_direct": ratio, "p50_us": m.p50, "p99_us": m.p99, "p999_us": m.p999,
+                "samples": m.samples, "errors": m.errors,
+                "proxy_cpu_us_per_round_trip": m.cpu_us,
+                "rounds": per_round,
             }));
+            summaries.insert((name.clone(), k), m);
         }
     }
     md += &format!(
@@ -458,28 +540,57 @@ fn main() {
             "rss_before_kib": before, "rss_after_kib": after,
         }));
     }
-    // Targets of issue 6, measured (never asserted).
-    let rate = |sc: &str, k: Kind| {
-        results
-            .get(&(sc.to_string(), k))
-            .map(|l| l.round_trips as f64 / l.elapsed.as_secs_f64())
-    };
+    // Targets (issues 6 and 17), measured (never asserted), on the medians.
+    let get = |sc: &str, k: Kind| summaries.get(&(sc.to_string(), k));
     let mut targets = Vec::new();
-    md += "\n**Targets**\n\n| target | measured | met |\n|---|---|---|\n";
+    md += "\n**Targets** (medians of the rounds)\n\n| target | measured | met |\n|---|---|---|\n";
+    let mut target = |md: &mut String, what: String, shown: String, value: f64, met: bool| {
+        *md += &format!(
+            "| {what} | {shown} | {} |\n",
+            if met { "yes" } else { "no" }
+        );
+        targets.push(json!({"target": what, "measured": value, "met": met}));
+    };
     for (name, _, size) in &scenarios {
         if *size > 1024 {
             continue;
         }
-        for peer in [Kind::Haproxy, Kind::Nginx] {
-            if let (Some(w), Some(p)) = (rate(name, Kind::Wsdrain), rate(name, peer)) {
-                let r = w / p;
-                md += &format!(
-                    "| {name}: wsdrain ≥ 1.15× {} round trips/s | {r:.2}× | {} |\n",
-                    peer.name(),
-                    if r >= 1.15 { "yes" } else { "no" }
+        let Some(w) = get(name, Kind::Wsdrain) else {
+            continue;
+        };
+        for (peer, want) in [
+            (Kind::Haproxy, 1.10),
+            (Kind::Haproxy, 1.15),
+            (Kind::Nginx, 1.15),
+        ] {
+            if let Some(p) = get(name, peer) {
+                let r = w.rate / p.rate;
+                target(
+                    &mut md,
+                    format!("{name}: wsdrain ≥ {want:.2}× {} round trips/s", peer.name()),
+                    format!("{r:.2}×"),
+                    r,
+                    r >= want,
                 );
-                targets.push(json!({"target": format!("{name} wsdrain/{} >= 1.15", peer.name()), "measured": r, "met": r >= 1.15}));
             }
+        }
+        if let (Some(wc), Some(nc)) = (w.cpu_us, get(name, Kind::Nginx).and_then(|n| n.cpu_us)) {
+            target(
+                &mut md,
+                format!("{name}: wsdrain proxy CPU per round trip ≤ nginx's"),
+                format!("{wc:.1} µs vs {nc:.1}"),
+                wc / nc,
+                wc <= nc,
+            );
+        }
+        if let Some(h) = get(name, Kind::Haproxy).filter(|_| name.ends_with("_1000")) {
+            target(
+                &mut md,
+                format!("{name}: wsdrain p99 ≤ HAProxy's"),
+                format!("{:.1} ms vs {:.1}", w.p99 / 1000.0, h.p99 / 1000.0),
+                w.p99 / h.p99,
+                w.p99 <= h.p99,
+            );
         }
     }
     if let Some(&(per, _, _)) = rss.get(&Kind::Wsdrain) {
@@ -522,9 +633,9 @@ fn main() {
         &serde_json::to_string_pretty(&doc).unwrap(),
     );
     write_out(&out.join("proxies.md"), &format!("{head}{md}"));
-    let errors: u64 = results.values().map(|l| l.errors).sum();
-    let missing =
-        results.values().any(|l| l.round_trips == 0) || (!only_idle && results.is_empty());
+    let errors: u64 = results.values().flatten().map(|l| l.errors).sum();
+    let missing = results.values().flatten().any(|l| l.round_trips == 0)
+        || (rounds > 0 && !scenarios.is_empty() && results.is_empty());
     if errors > 0 || missing {
         eprintln!("proxies bench: {errors} errors, contender without round trips: {missing}");
         std::process::exit(1);

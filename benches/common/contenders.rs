@@ -45,8 +45,14 @@ pub fn spawn_tcp_relay(port: u16, app: u16) -> Proc {
 }
 
 pub fn spawn_wsdrain(port: u16, app: u16, extra: &[&str]) -> Proc {
+    spawn_wsdrain_bin(&wsdrain_bin(), port, app, extra)
+}
+
+/// [`spawn_wsdrain`] with another build: `WSDRAIN_BIN_B` in the proxies bench, so two
+/// builds of wsdrain are compared round by round in one run.
+pub fn spawn_wsdrain_bin(bin: &Path, port: u16, app: u16, extra: &[&str]) -> Proc {
     let admin = free_port();
-    let mut c = Command::new(wsdrain_bin());
+    let mut c = Command::new(bin);
     c.args([
         "proxy",
         "--listen",

@@ -49,6 +49,14 @@ def test_benches_run_in_smoke_mode(tmp_path):
         assert r["p50_us"] <= r["p99_us"] <= r["p999_us"], r
         if r["contender"] != "direct":
             assert r["ratio_to_direct"] > 0 and r["proxy_cpu_us_per_round_trip"] > 0, r
+        # The figures are medians of the rounds; each round is in the JSON too.
+        assert len(r["rounds"]) == proxies["settings"]["rounds"], r
+        rates = sorted(x["round_trips_per_s"] for x in r["rounds"])
+        assert rates[0] <= r["round_trips_per_s"] <= rates[-1], r
+    # The targets of issue 17 are reported (measured, never asserted).
+    names = [t["target"] for t in proxies["targets"]]
+    assert "small_50: wsdrain proxy CPU per round trip ≤ nginx's" in names, names
+    assert "small_50: wsdrain ≥ 1.10× haproxy round trips/s" in names, names
     # Every contender idle, plus wsdrain with each client stopped inside a frame header.
     assert {r["contender"] for r in proxies["idle_rss"]} == contenders | {"wsdrain_mid_header"}
     assert "| wsdrain, each stopped mid-header |" in (tmp_path / "proxies.md").read_text()
