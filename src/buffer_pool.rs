@@ -11,11 +11,9 @@
 //! Flow: the relay's pumps take a [`Buf`] when a socket is readable and give it back
 //! when everything read is written; the metrics read the count.
 
+use crate::per_thread_counter::Slots;
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::LazyLock;
-
-use crate::per_thread_counter::PerThreadCounter;
 
 /// Size of one relay read buffer.
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -24,7 +22,7 @@ const KEEP_PER_THREAD: usize = 64;
 
 /// Buffers borrowed right now, summed across threads (per-thread parts: a take and a
 /// give per message must not move a shared cache line between cores).
-static IN_USE: LazyLock<PerThreadCounter> = LazyLock::new(PerThreadCounter::default);
+static IN_USE: Slots = Slots::new();
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };

@@ -14,13 +14,12 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-/// Slots per counter. Threads beyond this many share slots (still exact, only slower);
-/// wsdrain runs one data-path thread per core plus its main thread.
+/// Slots per counter, a power of two. Threads beyond this many share slots (still
+/// exact, only slower); wsdrain runs one data-path thread per core plus its main thread.
 const SLOTS: usize = 16;
 
 /// One slot, alone on its cache line (128 bytes covers the adjacent-line prefetcher).
 #[repr(align(128))]
-#[derive(Default)]
 struct Slot(AtomicI64);
 
 /// Hands each thread its slot index, in the order threads first count.
@@ -42,18 +41,49 @@ fn my_slot() -> usize {
     })
 }
 
+/// The per-thread parts of one sum. A `static` of its own where the count is
+/// process-wide (the buffer pool's), so the hot path has no lazy initialisation to check.
+pub struct Slots([Slot; SLOTS]);
+
+impl Slots {
+    /// All parts at zero.
+    pub const fn new() -> Self {
+        Slots([const { Slot(AtomicI64::new(0)) }; SLOTS])
+    }
+
+    /// Adds `n` (may be negative) to this thread's part.
+    #[inline]
+    pub fn add(&self, n: i64) {
+        // SLOTS is a power of two: the mask keeps the index in range without a check.
+        self.0[my_slot() & (SLOTS - 1)]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum of every thread's part.
+    pub fn get(&self) -> i64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A sum of per-thread parts: cheap to add to from many threads, exact when read.
 /// Adds may be negative (the buffer pool counts take and give on different threads).
 #[derive(Clone, Default)]
 pub struct PerThreadCounter {
-    slots: Arc<[Slot; SLOTS]>,
+    slots: Arc<Slots>,
 }
 
 impl PerThreadCounter {
     /// Adds `n` to this thread's part.
     #[inline]
     pub fn add(&self, n: i64) {
-        self.slots[my_slot()].0.fetch_add(n, Ordering::Relaxed);
+        self.slots.add(n);
     }
 
     /// Adds `n` (a count of things relayed) to this thread's part.
@@ -66,7 +96,7 @@ impl PerThreadCounter {
 
     /// The sum of every thread's part.
     pub fn get(&self) -> i64 {
-        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+        self.slots.get()
     }
 }
 
