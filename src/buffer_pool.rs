@@ -6,7 +6,8 @@
 //! what keeps it small. A per-thread free list keeps the allocator out of the hot path.
 //!
 //! Every borrowed buffer is a [`Buf`], counted (in per-thread parts) while it lives,
-//! so `wsdrain_relay_buffers_in_use` can show that idle connections really hold none (a leak or a pinned buffer shows up as a count that does not go back to 0).
+//! so `wsdrain_relay_buffers_in_use` can show that idle connections really hold none
+//! (a leak or a pinned buffer shows up as a count that does not go back to 0).
 //!
 //! Flow: the relay's pumps take a [`Buf`] when a socket is readable and give it back
 //! when everything read is written; the metrics read the count.
