@@ -724,7 +724,10 @@ class Live:
         url = f"http://127.0.0.1:{self.prom_port}/api/v1/query?" + urllib.parse.urlencode(
             {"query": expr})
         status, body = http_get(url)
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError:
+            raise AssertionError(f"{expr}: HTTP {status}, not JSON: {body[:300]!r}") from None
         assert status == 200 and data["status"] == "success", f"{expr}: {body}"
         return data["data"]["result"]
 
@@ -732,13 +735,23 @@ class Live:
         return {r["metric"].get("pod", ""): float(r["value"][1]) for r in self.query(expr)}
 
     def wait_value(self, expr: str, pred, timeout: float = 20):
+        # An answer that is not a query result yet (seen once in a CI rehearsal: a body
+        # that was not JSON right after /-/ready) is retried like a wrong value; the
+        # last one is in the message, with Prometheus's log if it has exited.
         deadline = time.monotonic() + timeout
         while True:
-            got = self.by_pod(expr)
-            if pred(got):
-                return got
+            try:
+                got = self.by_pod(expr)
+            except (AssertionError, OSError) as e:
+                got = f"no result: {e}"
+            else:
+                if pred(got):
+                    return got
             if time.monotonic() > deadline:
-                raise AssertionError(f"{expr}: last answer {got}")
+                prom = self.procs[-1]
+                log = (self.tmp / f"proc{len(self.procs) - 1}.log").read_text()[-2000:]
+                exited = f"; Prometheus exited {prom.returncode}: {log}" if prom.poll() is not None else ""
+                raise AssertionError(f"{expr}: last answer {got}{exited}")
             time.sleep(0.5)
 
 
