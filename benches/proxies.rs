@@ -114,6 +114,18 @@ struct Load {
     cpu: Option<f64>,
 }
 
+impl Load {
+    /// Round trips per second inside the measurement window.
+    fn rate(&self) -> f64 {
+        self.round_trips as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The contender's CPU µs per round trip (None for direct).
+    fn cpu_us(&self) -> Option<f64> {
+        self.cpu.map(|c| c * 1e6 / self.round_trips.max(1) as f64)
+    }
+}
+
 /// `conns` connections, each sending `size`-byte messages and waiting for the echo,
 /// for `warmup` + `measure`; counts and latencies only inside the measurement window.
 async fn echo_load(
@@ -210,13 +222,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// else on the machine moves a median less than a pooled figure.
 fn summarize(rounds: &[Load]) -> Summary {
     let each = |f: &dyn Fn(&Load) -> f64| median(rounds.iter().map(f).collect());
-    let rate = |l: &Load| l.round_trips as f64 / l.elapsed.as_secs_f64();
-    let cpus: Vec<f64> = rounds
-        .iter()
-        .filter_map(|l| l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64))
-        .collect();
+    let cpus: Vec<f64> = rounds.iter().filter_map(Load::cpu_us).collect();
     Summary {
-        rate: each(&rate),
+        rate: each(&Load::rate),
         mbs: each(&|l| l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6),
         p50: each(&|l| pct(&l.lat_ns, 0.5)),
         p99: each(&|l| pct(&l.lat_ns, 0.99)),
@@ -380,7 +388,7 @@ fn main() {
                     "round {} {name:<10} {:<9} {:>9.0} rt/s {:>8.1} MB/s errors {}",
                     round + 1,
                     k.name(),
-                    l.round_trips as f64 / l.elapsed.as_secs_f64(),
+                    l.rate(),
                     l.bytes as f64 / l.elapsed.as_secs_f64() / 1e6,
                     l.errors
                 );
@@ -492,9 +500,9 @@ fn main() {
                 .iter()
                 .map(|l| {
                     json!({
-                        "round_trips_per_s": l.round_trips as f64 / l.elapsed.as_secs_f64(),
+                        "round_trips_per_s": l.rate(),
                         "p99_us": pct(&l.lat_ns, 0.99),
-                        "proxy_cpu_us_per_round_trip": l.cpu.map(|c| c * 1e6 / l.round_trips.max(1) as f64),
+                        "proxy_cpu_us_per_round_trip": l.cpu_us(),
                     })
                 })
                 .collect();
@@ -554,8 +562,7 @@ fn main() {
             ra.iter().zip(rb).map(|(x, y)| f(x) / f(y)).collect(),
         ))
     };
-    let rate_of = |l: &Load| l.round_trips as f64 / l.elapsed.as_secs_f64();
-    let cpu_of = |l: &Load| l.cpu.unwrap_or(f64::NAN) / l.round_trips.max(1) as f64;
+    let cpu_of = |l: &Load| l.cpu_us().unwrap_or(f64::NAN);
     let p99_of = |l: &Load| pct(&l.lat_ns, 0.99);
     let mut targets = Vec::new();
     md += "\n**Targets** (median of the per-round ratios; in brackets the ratio of the medians)\n\n| target | measured | met |\n|---|---|---|\n";
@@ -578,9 +585,10 @@ fn main() {
             (Kind::Haproxy, 1.15),
             (Kind::Nginx, 1.15),
         ] {
-            if let (Some(p), Some(r)) =
-                (get(name, peer), paired(name, Kind::Wsdrain, peer, &rate_of))
-            {
+            if let (Some(p), Some(r)) = (
+                get(name, peer),
+                paired(name, Kind::Wsdrain, peer, &Load::rate),
+            ) {
                 target(
                     &mut md,
                     format!("{name}: wsdrain ≥ {want:.2}× {} round trips/s", peer.name()),
