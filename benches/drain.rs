@@ -404,13 +404,7 @@ fn main() {
         drop(proc);
         std::thread::sleep(Duration::from_millis(300));
     }
-    info.insert(
-        "loadavg_after".into(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    );
+    info.insert("loadavg_after".into(), loadavg());
     let staggered = rows
         .first()
         .and_then(|r| r["peak_to_even_ratio"].as_f64())

@@ -441,13 +441,7 @@ fn main() {
         r
     });
     info.insert("loadavg_before".into(), load_before);
-    info.insert(
-        "loadavg_after".into(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    );
+    info.insert("loadavg_after".into(), loadavg());
     info.remove("loadavg");
 
     // Report: every figure is the median of the rounds.

@@ -1356,13 +1356,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    info.insert(
-        "loadavg_after".into(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-    );
+    info.insert("loadavg_after".into(), loadavg());
     let md = table(&rows);
     println!("{md}");
     let doc = json!({

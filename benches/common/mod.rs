@@ -112,6 +112,14 @@ pub fn write_out(path: &Path, text: &str) {
     eprintln!("wrote {}", path.display());
 }
 
+/// The load average line of `/proc/loadavg`, recorded before and after each bench.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// Machine and load facts recorded next to the numbers.
 pub fn machine_info() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -130,7 +138,7 @@ pub fn machine_info() -> BTreeMap<String, String> {
             .unwrap_or(1)
             .to_string(),
     );
-    m.insert("loadavg".into(), read("/proc/loadavg").trim().to_string());
+    m.insert("loadavg".into(), loadavg());
     m.insert(
         "kernel".into(),
         read("/proc/sys/kernel/osrelease").trim().to_string(),
