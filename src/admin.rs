@@ -108,16 +108,16 @@ async fn route(
                     StatusCode::CONFLICT,
                     "a drain is under way; it closes every connection",
                 ),
-                Some(count) => {
-                    let shedding = crate::rebalance::shed(&sidecar, count);
-                    json(
+                Some(count) => match crate::rebalance::shed(&sidecar, count) {
+                    Ok(shedding) => json(
                         StatusCode::ACCEPTED,
                         &serde_json::json!({
                             "shedding": shedding.count,
                             "window_ms": u64::try_from(shedding.length.as_millis()).unwrap_or(u64::MAX),
                         }),
-                    )
-                }
+                    ),
+                    Err(busy) => plain(StatusCode::CONFLICT, busy.to_string()),
+                },
                 None => plain(
                     StatusCode::BAD_REQUEST,
                     "POST /shed needs ?count=N with N a whole number",
@@ -148,22 +148,37 @@ async fn readyz(sidecar: &Sidecar) -> Response<Body> {
     }
     match probe_upstream(sidecar).await {
         Ok(()) => plain(StatusCode::OK, "ok"),
-        Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, &why),
+        Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
     }
+}
+
+/// How long `/readyz` waits for the app to accept TCP.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why `/readyz` found the app not ready; the message is the 503's body.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The app refused the connection.
+    #[error("upstream {upstream} does not accept connections: {source}")]
+    Refused {
+        /// The app's address.
+        upstream: std::net::SocketAddr,
+        /// What the connect returned.
+        source: std::io::Error,
+    },
+    /// The app did not accept within [`PROBE_TIMEOUT`].
+    #[error("upstream {0} did not accept a connection within 1s")]
+    Timeout(std::net::SocketAddr),
 }
 
 /// Checks that the app accepts TCP within 1 s, and records the answer in
 /// `wsdrain_upstream_up`.
-pub async fn probe_upstream(sidecar: &Sidecar) -> Result<(), String> {
+pub async fn probe_upstream(sidecar: &Sidecar) -> Result<(), ProbeError> {
     let upstream = sidecar.settings.upstream;
-    let result = match timeout(Duration::from_secs(1), TcpStream::connect(upstream)).await {
+    let result = match timeout(PROBE_TIMEOUT, TcpStream::connect(upstream)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "upstream {upstream} does not accept connections: {e}"
-        )),
-        Err(_) => Err(format!(
-            "upstream {upstream} did not accept a connection within 1s"
-        )),
+        Ok(Err(source)) => Err(ProbeError::Refused { upstream, source }),
+        Err(_) => Err(ProbeError::Timeout(upstream)),
     };
     sidecar.metrics.upstream_up.set(i64::from(result.is_ok()));
     result

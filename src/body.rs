@@ -4,16 +4,26 @@
 //! Flow: built by the proxy's handlers, the admin port and the webhook; consumed by hyper.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
-/// A boxed HTTP body.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Why a body stopped early: hyper's own error, or wsdrain cutting a response at the
+/// drain's deadline.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed HTTP body. Not `Sync`: hyper never shares a body between threads, and the
+/// proxy's response bodies are async state machines.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// A body with fixed content.
 pub fn full(content: impl Into<Bytes>) -> Body {
     Full::new(content.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
+}
+
+/// A body streamed from hyper (the app's answer, a client's request) as a [`Body`].
+pub fn incoming(body: hyper::body::Incoming) -> Body {
+    body.map_err(BodyError::from).boxed_unsync()
 }
 
 /// An empty body.

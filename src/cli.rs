@@ -1,8 +1,13 @@
 //! Command-line interface: the verbs of the product brief and their flags.
 //!
-//! Every flag has an environment twin `WSDRAIN_<FLAG_NAME>` so the same settings work
-//! from a pod spec's `env:` and from a shell. Values are checked here, at the edge, so
-//! the layers below receive plain, valid data.
+//! Every flag has an environment twin so the same settings work from a pod spec's `env:`
+//! and from a shell: `WSDRAIN_<FLAG_NAME>` for `wsdrain proxy`, `WSDRAIN_<VERB>_<FLAG_NAME>`
+//! for every other verb ([`env_name`], applied to every flag by [`command`]; the proxy's
+//! structs also spell theirs out). Values are checked here, at the edge, so the layers
+//! below receive plain, valid data.
+//!
+//! The drain's flags are not written out here: they are the rows of the drain plan's
+//! table (`drain/plan.rs`), turned into flags by the `Args` impl below.
 //!
 //! Flow: argv and `WSDRAIN_*` in, parsed by [`crate::values`]; the structs out to
 //! `main.rs`, which hands each verb its own (the proxy converts its flags once, in
@@ -12,21 +17,63 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::drain::{DrainSettings, plan};
 use crate::values::{
-    parse_close_code, parse_drain_phase, parse_duration, parse_header_size, parse_jitter,
-    parse_keepalive, parse_positive_rate, parse_quantity, parse_rate, parse_size, parse_timeout,
-    parse_token,
+    parse_drain_phase, parse_duration, parse_header_size, parse_keepalive, parse_positive_rate,
+    parse_quantity, parse_size, parse_timeout, parse_token,
 };
 
 /// wsdrain: a WebSocket sidecar that ends reconnect storms.
 #[derive(Debug, Parser)]
-#[command(name = "wsdrain", version, about, long_about = None)]
+#[command(name = "wsdrain", version = crate::build_info::LONG_VERSION, about, long_about = None)]
 pub struct Cli {
     /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line with every flag's environment twin named by [`env_name`]: what
+/// `wsdrain` parses, and what the tests walk.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommands(|sub| {
+        let verb = sub.get_name().to_string();
+        sub.mut_args(
+            |arg| match arg.get_long().map(|long| env_name(&verb, long)) {
+                Some(env) => arg.env(env),
+                None => arg,
+            },
+        )
+    })
+}
+
+/// Parses the process's arguments and `WSDRAIN_*` variables.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+/// Parses `args` (the program name first) and the `WSDRAIN_*` variables, as the
+/// process's own command line is parsed.
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command()))
+}
+
+/// The environment twin of `--<long>` of `wsdrain <verb>`: `WSDRAIN_<FLAG_NAME>` for the
+/// proxy, whose flags pod specs set, and `WSDRAIN_<VERB>_<FLAG_NAME>` for every other
+/// verb, so that one name never means two things (`WSDRAIN_ADMIN` is the proxy's admin
+/// address, `WSDRAIN_DRAIN_ADMIN` the URL `wsdrain drain` talks to).
+pub fn env_name(verb: &str, long: &str) -> String {
+    let flag = long.replace('-', "_").to_ascii_uppercase();
+    match verb {
+        "proxy" => format!("WSDRAIN_{flag}"),
+        _ => format!("WSDRAIN_{}_{flag}", verb.to_ascii_uppercase()),
+    }
 }
 
 /// The verbs of the brief, plus `demo` for a first look without a cluster.
@@ -48,6 +95,8 @@ pub enum Command {
     Uninject(UninjectOptions),
     /// Print everything the webhook needs, for `kubectl apply -f -`.
     Install(InstallOptions),
+    /// Find the reconnect storms a set of manifests still hides (offline).
+    Analyze(AnalyzeOptions),
     /// Print version and build information.
     Version,
 }
@@ -81,28 +130,50 @@ pub enum Mode {
     Tcp,
 }
 
-/// Drain timing and close frames: flags of `wsdrain proxy`, and the defaults the
-/// injector writes into the sidecar's arguments (same names, same env twins).
-#[derive(Debug, Clone, Args)]
-pub struct DrainFlags {
-    /// Announce phase of a drain: /readyz is 503, traffic is still served.
-    #[arg(long, env = "WSDRAIN_DRAIN_DELAY", default_value = "5s", value_parser = parse_drain_phase)]
-    pub drain_delay: Duration,
-    /// Window over which the open connections are closed, evenly spread.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "30s", value_parser = parse_drain_phase)]
-    pub drain_window: Duration,
-    /// Most closes per second during a drain (stretches the window); 0 = no limit.
-    #[arg(long, env = "WSDRAIN_DRAIN_MAX_RATE", default_value_t = 0.0, value_parser = parse_rate)]
-    pub drain_max_rate: f64,
-    /// After the window, time left for close handshakes before the rest is cut.
-    #[arg(long, env = "WSDRAIN_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_drain_phase)]
-    pub close_timeout: Duration,
-    /// Close code sent to clients when draining (1012 = Service Restart).
-    #[arg(long, env = "WSDRAIN_CLOSE_CODE", default_value_t = 1012, value_parser = parse_close_code)]
-    pub close_code: u16,
-    /// Upper bound of the reconnect hint `{"reconnect_after_ms":N}`, N drawn per client.
-    #[arg(long, env = "WSDRAIN_RECONNECT_JITTER", default_value = "5s", value_parser = parse_jitter)]
-    pub reconnect_jitter: Duration,
+/// The drain plan's flags: one per row of [`plan::SETTINGS`], with the row's name,
+/// environment twin, help and default, checked by the row's own parser. Flags of
+/// `wsdrain proxy`, and the defaults the injector writes into the sidecar's arguments.
+impl Args for DrainSettings {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        plan::SETTINGS
+            .iter()
+            .fold(cmd, |cmd, row| cmd.arg(drain_arg(row)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for DrainSettings {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut plan = DrainSettings::default();
+        plan.update_from_arg_matches(m)?;
+        Ok(plan)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        for row in plan::SETTINGS {
+            if let Some(raw) = m.get_one::<String>(row.name) {
+                (row.set)(self, raw)
+                    .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flag of one drain setting; the value is checked when parsed, applied later.
+fn drain_arg(row: &'static plan::Setting) -> Arg {
+    Arg::new(row.name)
+        .long(row.name)
+        .env(row.env)
+        .help(row.help)
+        .value_name(row.value_name())
+        .default_value(row.default)
+        .value_parser(move |raw: &str| {
+            (row.set)(&mut DrainSettings::default(), raw).map(|()| raw.to_string())
+        })
 }
 
 /// Settings of `wsdrain proxy`; also the settings the injector writes into pod specs.
@@ -141,8 +212,9 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// Drain timing and close frames.
     #[command(flatten)]
-    pub drain: DrainFlags,
-    /// File holding the bearer token required by POST /drain, GET /prestop, POST /shed.
+    pub drain: DrainSettings,
+    /// File holding the bearer token required by POST /drain, DELETE /drain, GET /prestop
+    /// and POST /shed (re-read per request, so rotation needs no restart).
     #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Send a PROXY protocol header (v1 or v2) to the app on each upstream connection.
@@ -156,8 +228,8 @@ pub struct ProxyOptions {
     /// pods receive load after a scale-up. 0 = never.
     #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE", default_value = "0", value_parser = parse_duration)]
     pub max_connection_age: Duration,
-    /// Extra age, drawn per connection in [0, this], so connections opened together do
-    /// not age out together.
+    /// Extra age per connection, spread evenly over [0, this], so connections opened
+    /// together do not age out together.
     #[arg(long, env = "WSDRAIN_MAX_CONNECTION_AGE_JITTER", default_value = "0", value_parser = parse_duration)]
     pub max_connection_age_jitter: Duration,
     /// Most connections closed per second for their age.
@@ -169,29 +241,68 @@ pub struct ProxyOptions {
     /// Close a client that sends nothing (not even a pong) this long after a ping.
     #[arg(long, env = "WSDRAIN_PING_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     pub ping_timeout: Duration,
+    /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` equal to its live
+    /// connection count (at most every 30 s, never during a drain), so a scale-down
+    /// removes the emptiest pods first. Needs `patch` on the pod (see `wsdrain.io/pod-deletion-cost`).
+    #[arg(long, env = "WSDRAIN_POD_DELETION_COST")]
+    pub pod_deletion_cost: bool,
     /// TCP keepalive idle time on client and app sockets; 0 = off.
     #[arg(long, env = "WSDRAIN_TCP_KEEPALIVE", default_value = "60s", value_parser = parse_keepalive)]
     pub tcp_keepalive: Duration,
+    /// TLS termination.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// Logging.
     #[command(flatten)]
     pub log: LogOptions,
+}
+
+/// TLS termination at the sidecar (`wss://`; TLS-wrapped TCP in `--mode tcp`). Off
+/// unless a certificate is given.
+#[derive(Debug, Clone, Args)]
+pub struct TlsFlags {
+    /// PEM certificate chain to serve, leaf first (with `--tls-key`); turns TLS on.
+    #[arg(
+        long,
+        env = "WSDRAIN_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_dir"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "WSDRAIN_TLS_KEY",
+        requires = "tls_cert",
+        conflicts_with = "tls_dir"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Directory holding `tls.crt` and `tls.key` (a mounted Kubernetes TLS Secret);
+    /// turns TLS on. Rotations are picked up within seconds.
+    #[arg(long, env = "WSDRAIN_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate signed by one of these (mTLS).
+    #[arg(long, env = "WSDRAIN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Time a client has to finish its TLS handshake.
+    #[arg(long, env = "WSDRAIN_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes in progress at once; at the cap the oldest is dropped.
+    #[arg(long, env = "WSDRAIN_TLS_MAX_HANDSHAKES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tls_max_handshakes: u32,
 }
 
 /// Settings of `wsdrain drain`.
 #[derive(Debug, Clone, Args)]
 pub struct DrainOptions {
     /// Base URL of the sidecar's admin port.
-    #[arg(
-        long,
-        env = "WSDRAIN_ADMIN_URL",
-        default_value = "http://127.0.0.1:15090"
-    )]
+    #[arg(long, default_value = "http://127.0.0.1:15090")]
     pub admin: String,
     /// Block until the drain is over (exit 0) or failed (exit 1).
-    #[arg(long, env = "WSDRAIN_WAIT")]
+    #[arg(long)]
     pub wait: bool,
     /// File holding the admin bearer token.
-    #[arg(long, env = "WSDRAIN_ADMIN_TOKEN_FILE")]
+    #[arg(long)]
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -201,51 +312,51 @@ pub struct DrainOptions {
 #[derive(Debug, Clone, Args)]
 pub struct InjectDefaults {
     /// Sidecar image.
-    #[arg(long, env = "WSDRAIN_IMAGE", default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
     /// Pull policy of the sidecar image.
-    #[arg(long, env = "WSDRAIN_IMAGE_PULL_POLICY", default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+    #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
     pub image_pull_policy: String,
     /// Port the sidecar listens on for clients (its `--listen` port).
-    #[arg(long, env = "WSDRAIN_LISTEN_PORT", default_value_t = 15080, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 15080, value_parser = clap::value_parser!(u16).range(1..))]
     pub listen_port: u16,
     /// Port of the sidecar's admin endpoints (its `--admin` port).
-    #[arg(long, env = "WSDRAIN_ADMIN_PORT", default_value_t = 15090, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 15090, value_parser = clap::value_parser!(u16).range(1..))]
     pub admin_port: u16,
     /// Drain settings passed to the sidecar.
     #[command(flatten)]
-    pub drain: DrainFlags,
+    pub drain: DrainSettings,
     /// Most WebSocket connections at once (sidecar `--max-connections`).
-    #[arg(long, env = "WSDRAIN_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Largest message relayed, 0 = no limit (sidecar `--max-message-size`).
-    #[arg(long, env = "WSDRAIN_MAX_MESSAGE_SIZE", default_value = "0", value_parser = parse_size)]
+    #[arg(long, default_value = "0", value_parser = parse_size)]
     pub max_message_size: u64,
     /// CPU request of the sidecar (a Kubernetes quantity); empty for none.
-    #[arg(long, env = "WSDRAIN_CPU_REQUEST", default_value = "50m", value_parser = parse_quantity)]
+    #[arg(long, default_value = "50m", value_parser = parse_quantity)]
     pub cpu_request: String,
     /// Memory request of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_REQUEST", default_value = "32Mi", value_parser = parse_quantity)]
+    #[arg(long, default_value = "32Mi", value_parser = parse_quantity)]
     pub memory_request: String,
     /// CPU limit of the sidecar; empty (the default) for none, as throttling adds latency.
-    #[arg(long, env = "WSDRAIN_CPU_LIMIT", default_value = "", value_parser = parse_quantity)]
+    #[arg(long, default_value = "", value_parser = parse_quantity)]
     pub cpu_limit: String,
     /// Memory limit of the sidecar; empty for none.
-    #[arg(long, env = "WSDRAIN_MEMORY_LIMIT", default_value = "256Mi", value_parser = parse_quantity)]
+    #[arg(long, default_value = "256Mi", value_parser = parse_quantity)]
     pub memory_limit: String,
     /// Tokio worker threads of the sidecar (env TOKIO_WORKER_THREADS in the container),
     /// so a sidecar on a 64-core node does not start 64 threads.
-    #[arg(long, env = "WSDRAIN_WORKER_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub worker_threads: u32,
     /// Inject a classic sidecar (a regular container) instead of a native sidecar
     /// (an init container with `restartPolicy: Always`, Kubernetes >= 1.29).
-    #[arg(long, env = "WSDRAIN_CLASSIC")]
+    #[arg(long)]
     pub classic: bool,
     /// Kubernetes version of the target cluster (e.g. `1.31`). A Service's named
     /// `targetPort` reaches a native sidecar only from 1.32, so below that a pod whose
     /// named port is taken over gets the classic sidecar; below 1.29 every pod does.
     /// Unset: a cluster of 1.32 or later.
-    #[arg(long, env = "WSDRAIN_KUBERNETES_VERSION", value_parser = crate::values::parse_kubernetes_version)]
+    #[arg(long, value_parser = crate::values::parse_kubernetes_version)]
     pub kubernetes_version: Option<u32>,
 }
 
@@ -253,12 +364,7 @@ pub struct InjectDefaults {
 #[derive(Debug, Clone, Args)]
 pub struct InputFile {
     /// File to read (YAML or JSON, multi-document); `-` for stdin.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        env = "WSDRAIN_FILENAME",
-        default_value = "-"
-    )]
+    #[arg(short = 'f', long = "filename", default_value = "-")]
     pub filename: PathBuf,
 }
 
@@ -270,15 +376,15 @@ pub struct InjectOptions {
     pub input: InputFile,
     /// Inject into every pod template, annotated or not (`wsdrain.io/inject: "false"`
     /// still wins).
-    #[arg(long, env = "WSDRAIN_ALL")]
+    #[arg(long)]
     pub all: bool,
     /// Replace a sidecar injected by an older wsdrain (pods carrying an older
     /// `wsdrain.io/version`) with this version's; without it such pods are left as they are.
-    #[arg(long, env = "WSDRAIN_UPGRADE")]
+    #[arg(long)]
     pub upgrade: bool,
     /// Admin token written into every pod injected in this run. Without it each pod gets
     /// a random token and the output differs between runs: pass one for GitOps.
-    #[arg(long, env = "WSDRAIN_TOKEN", value_parser = parse_token)]
+    #[arg(long, value_parser = parse_token)]
     pub token: Option<String>,
     /// What to inject.
     #[command(flatten)]
@@ -289,16 +395,16 @@ pub struct InjectOptions {
 #[derive(Debug, Clone, Args)]
 pub struct WebhookOptions {
     /// HTTPS address to serve on.
-    #[arg(long, env = "WSDRAIN_LISTEN", default_value = "0.0.0.0:9443")]
+    #[arg(long, default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
     /// Certificate chain (PEM); re-read when it changes on disk.
-    #[arg(long, env = "WSDRAIN_TLS_CERT")]
+    #[arg(long)]
     pub tls_cert: PathBuf,
     /// Private key (PEM); re-read when it changes on disk.
-    #[arg(long, env = "WSDRAIN_TLS_KEY")]
+    #[arg(long)]
     pub tls_key: PathBuf,
     /// After SIGTERM, time the webhook keeps serving while its endpoint is removed.
-    #[arg(long, env = "WSDRAIN_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub shutdown_delay: Duration,
     /// What to inject.
     #[command(flatten)]
@@ -321,32 +427,32 @@ pub struct UninjectOptions {
 #[derive(Debug, Clone, Args)]
 pub struct InstallOptions {
     /// Image of the webhook (the wsdrain binary).
-    #[arg(long, env = "WSDRAIN_IMAGE", default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
+    #[arg(long, default_value = concat!("wsdrain/wsdrain:", env!("CARGO_PKG_VERSION")))]
     pub image: String,
     /// Image of the injected sidecar; default: the same as --image.
-    #[arg(long, env = "WSDRAIN_SIDECAR_IMAGE")]
+    #[arg(long)]
     pub sidecar_image: Option<String>,
     /// Namespace the webhook runs in (created by the output).
-    #[arg(long, env = "WSDRAIN_NAMESPACE", default_value = "wsdrain-system", value_parser = crate::values::parse_namespace)]
+    #[arg(long, default_value = "wsdrain-system", value_parser = crate::values::parse_namespace)]
     pub namespace: String,
     /// Issue the serving certificate with cert-manager (Issuer + Certificate, caBundle
     /// filled in by its cainjector) instead of generating it now.
-    #[arg(long, env = "WSDRAIN_CERT_MANAGER")]
+    #[arg(long)]
     pub cert_manager: bool,
     /// Days the generated serving certificate is valid (the CA: ten times as long).
-    #[arg(long, env = "WSDRAIN_CERT_DAYS", default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, default_value_t = 730, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub cert_days: u32,
     /// Kubernetes version of the cluster (e.g. `1.31`), passed to the webhook; see
     /// `wsdrain inject --help`.
-    #[arg(long, env = "WSDRAIN_KUBERNETES_VERSION", value_parser = crate::values::parse_kubernetes_version)]
+    #[arg(long, value_parser = crate::values::parse_kubernetes_version)]
     pub kubernetes_version: Option<u32>,
     /// Also call the webhook for pods that opt in with the annotation
     /// `wsdrain.io/inject: "true"` only (no label): every pod creation in every
     /// namespace then reaches the webhook, as without an objectSelector.
-    #[arg(long, env = "WSDRAIN_ANNOTATION_OPT_IN")]
+    #[arg(long)]
     pub annotation_opt_in: bool,
     /// Webhook replicas.
-    #[arg(long, env = "WSDRAIN_REPLICAS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub replicas: u16,
     /// Flags of `wsdrain webhook` (its injection defaults such as `--drain-window=60s`),
     /// after `--`; checked here, written into the webhook's Deployment.
@@ -354,13 +460,52 @@ pub struct InstallOptions {
     pub webhook_args: Vec<String>,
 }
 
+/// Output of `wsdrain analyze`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// One JSON document, for CI.
+    Json,
+}
+
+/// Settings of `wsdrain analyze`.
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeOptions {
+    /// File or directory to read (YAML or JSON, multi-document; a directory's `.yaml`,
+    /// `.yml` and `.json` files); `-` for stdin.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        env = "WSDRAIN_ANALYZE_FILENAME",
+        default_value = "-"
+    )]
+    pub filename: PathBuf,
+    /// Open connections per pod to compute drain times and reconnect rates for.
+    #[arg(long, env = "WSDRAIN_ANALYZE_CONNECTIONS_PER_POD", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub connections_per_pod: u32,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long,
+        env = "WSDRAIN_ANALYZE_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub output: OutputFormat,
+}
+
 /// Settings of `wsdrain demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoOptions {
     /// Clients to connect.
-    #[arg(long, env = "WSDRAIN_CLIENTS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     pub clients: u32,
     /// Drain window of the staggered run.
-    #[arg(long, env = "WSDRAIN_DRAIN_WINDOW", default_value = "10s", value_parser = parse_drain_phase)]
+    #[arg(long, default_value = "10s", value_parser = parse_drain_phase)]
     pub drain_window: Duration,
+    /// Run Server-Sent Events clients (EventSource-like: they honour `retry:`) instead
+    /// of WebSockets.
+    #[arg(long, env = "WSDRAIN_DEMO_SSE")]
+    pub sse: bool,
 }

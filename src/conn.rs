@@ -17,9 +17,10 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use crate::connections::Registration;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, WaitingStage};
 use crate::relay::{self, Ending};
 use crate::state::Sidecar;
+use crate::tls::Socket;
 use crate::{proxy_protocol, sockets};
 
 /// The two ends of a client connection as the app should see them (with
@@ -53,15 +54,46 @@ pub async fn accept_client(
         }),
         Err(e) => {
             sidecar.metrics.error(ErrorKind::ProxyProtocol);
+            if matches!(e, proxy_protocol::HeaderError::Shed) {
+                sidecar.metrics.shed_waiting(WaitingStage::ProxyHeader);
+            }
             debug!(%peer, error = %e, "rejected a client connection");
             None
         }
     }
 }
 
+/// Why a connection to the app could not be opened; each cause is its own error kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The app refused the connection (nothing listening, or a reset).
+    #[error("unreachable: {0}")]
+    Refused(std::io::Error),
+    /// The app did not accept within `--connect-timeout`.
+    #[error("did not accept the connection in time")]
+    Timeout,
+    /// The connection was made but writing the PROXY header (`--proxy-protocol`) failed.
+    #[error("failed while sending the PROXY header: {0}")]
+    ProxyHeader(std::io::Error),
+}
+
+impl ConnectError {
+    /// The kind counted in `websocket_errors_total`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectError::Refused(_) => ErrorKind::UpstreamConnect,
+            ConnectError::Timeout => ErrorKind::UpstreamConnectTimeout,
+            ConnectError::ProxyHeader(_) => ErrorKind::UpstreamProxyHeader,
+        }
+    }
+}
+
 /// Opens a connection to the app for one client: connect timeout, socket options,
 /// and the PROXY header when `--proxy-protocol` is set. The error says what failed.
-pub async fn connect_app(sidecar: &Sidecar, client: ClientAddrs) -> Result<TcpStream, String> {
+pub async fn connect_app(
+    sidecar: &Sidecar,
+    client: ClientAddrs,
+) -> Result<TcpStream, ConnectError> {
     let settings = &sidecar.settings;
     let connected = timeout(
         settings.connect_timeout,
@@ -72,25 +104,27 @@ pub async fn connect_app(sidecar: &Sidecar, client: ClientAddrs) -> Result<TcpSt
     sidecar.metrics.upstream_up.set(i64::from(up));
     let mut stream = match connected {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("unreachable: {e}")),
-        Err(_) => return Err("did not accept the connection in time".into()),
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout),
     };
     sockets::tune(&stream, settings.tcp_keepalive);
     if let Some(version) = settings.proxy_protocol {
         let header = proxy_protocol::encode(version, client.peer, client.local);
-        if let Err(e) = stream.write_all(&header).await {
-            return Err(format!("failed while sending the PROXY header: {e}"));
-        }
+        stream
+            .write_all(&header)
+            .await
+            .map_err(ConnectError::ProxyHeader)?;
     }
     Ok(stream)
 }
 
 /// Runs the relay for one registered connection and keeps the books: the gauges, the
-/// duration histogram and the drain's accounting.
+/// duration histogram and the drain's accounting. The client side is plaintext TCP or
+/// TLS ([`Socket`]); the app side is always plaintext on loopback.
 pub async fn relay_connection(
     sidecar: &Sidecar,
     registration: Registration,
-    client: TcpStream,
+    client: Socket,
     client_early: Bytes,
     app: TcpStream,
     app_early: Bytes,
@@ -104,7 +138,7 @@ pub async fn relay_connection(
     let ending = relay::run(
         client,
         client_early,
-        app,
+        Socket::Plain(app),
         app_early,
         &handle,
         &sidecar.relay,
@@ -113,13 +147,13 @@ pub async fn relay_connection(
     .await;
     m.active.dec();
     m.duration.observe(started.elapsed().as_secs_f64());
-    if ending == Ending::TimedOut {
-        m.error(ErrorKind::CloseTimeout);
+    match ending {
+        Ending::TimedOut => m.error(ErrorKind::CloseTimeout),
+        Ending::FinTimedOut => m.error(ErrorKind::FinTimeout),
+        Ending::Finished | Ending::Aborted => {}
     }
-    // Counted while still registered: the drain sees the registry empty (and reports
-    // "done") only once every close is in its counters.
-    sidecar.drain.connection_ended(&handle);
-    drop(registration);
+    // Counted while still registered, then out of the registry (see the drain).
+    sidecar.drain.connection_ended(registration);
     debug!(
         ?ending,
         secs = started.elapsed().as_secs_f64(),

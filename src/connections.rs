@@ -11,7 +11,7 @@
 //! relay reads them; dropping the [`Registration`] when the relay ends removes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -50,6 +50,9 @@ enum Word {
     CloseShed = 2,
     CloseMaxAge = 3,
     Abort = 4,
+    /// A drain's close whose drain was cancelled afterwards: still a close for the
+    /// relay, no longer any drain's to count.
+    CloseDrainWithdrawn = 5,
 }
 
 impl Word {
@@ -59,6 +62,7 @@ impl Word {
             1 => Word::CloseDrain,
             2 => Word::CloseShed,
             3 => Word::CloseMaxAge,
+            5 => Word::CloseDrainWithdrawn,
             _ => Word::Abort,
         }
     }
@@ -72,6 +76,20 @@ impl Word {
     }
 }
 
+/// The word and the reconnect hint packed in one atomic (`hint << 8 | word`), so the
+/// hint is written only by the close that wins and is read together with its command.
+fn pack(word: Word, hint_ms: u32) -> u64 {
+    (u64::from(hint_ms) << 8) | word as u64
+}
+
+fn word_of(state: u64) -> Word {
+    Word::from_u8((state & 0xff) as u8)
+}
+
+fn hint_of(state: u64) -> u32 {
+    (state >> 8) as u32
+}
+
 /// The outside's grip on one relay.
 #[derive(Debug)]
 pub struct ConnHandle {
@@ -79,22 +97,21 @@ pub struct ConnHandle {
     pub id: u64,
     /// When the upgrade completed.
     pub opened: Instant,
-    command: AtomicU8,
-    hint_ms: AtomicU32,
+    /// The command word and its hint ([`pack`]).
+    state: AtomicU64,
     waker: AtomicWaker,
 }
 
 impl ConnHandle {
     /// Asks the relay to close gracefully with the reconnect hint `hint_ms`, for
     /// `reason`. Returns false when a close or an abort was asked for already (the
-    /// first cause keeps the close, and is the one counted).
+    /// first cause keeps the close, its hint and is the one counted).
     pub fn close(&self, reason: CloseReason, hint_ms: u32) -> bool {
-        self.hint_ms.store(hint_ms, Ordering::Relaxed);
         let asked = self
-            .command
+            .state
             .compare_exchange(
-                Word::None as u8,
-                Word::close(reason) as u8,
+                pack(Word::None, 0),
+                pack(Word::close(reason), hint_ms),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
@@ -107,37 +124,61 @@ impl ConnHandle {
 
     /// Asks the relay to drop its sockets now.
     pub fn abort(&self) {
-        self.command.store(Word::Abort as u8, Ordering::Release);
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                Some(pack(Word::Abort, hint_of(s)))
+            });
         self.waker.wake();
     }
 
+    /// A cancelled drain's close stays a close, but is no longer that drain's (nor the
+    /// next one's) to count.
+    pub fn withdraw_drain_close(&self) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (word_of(s) == Word::CloseDrain)
+                    .then(|| pack(Word::CloseDrainWithdrawn, hint_of(s)))
+            });
+    }
+
     fn word(&self) -> Word {
-        Word::from_u8(self.command.load(Ordering::Acquire))
+        word_of(self.state.load(Ordering::Acquire))
     }
 
     /// The command given so far.
     pub fn command(&self) -> Command {
         match self.word() {
             Word::None => Command::None,
-            Word::CloseDrain | Word::CloseShed | Word::CloseMaxAge => Command::Close,
+            Word::CloseDrain | Word::CloseShed | Word::CloseMaxAge | Word::CloseDrainWithdrawn => {
+                Command::Close
+            }
             Word::Abort => Command::Abort,
         }
     }
 
-    /// Why the relay was asked to close, if it was (`None` also after an abort).
+    /// Why the relay was asked to close, if it was (`None` also after an abort, and for
+    /// a close whose drain was cancelled).
     pub fn close_reason(&self) -> Option<CloseReason> {
         match self.word() {
             Word::CloseDrain => Some(CloseReason::Drain),
             Word::CloseShed => Some(CloseReason::Shed),
             Word::CloseMaxAge => Some(CloseReason::MaxAge),
-            Word::None | Word::Abort => None,
+            Word::None | Word::Abort | Word::CloseDrainWithdrawn => None,
         }
     }
 
     /// The current command and hint; the relay registers its waker first.
     pub fn poll_command(&self, cx: &std::task::Context<'_>) -> (Command, u32) {
         self.waker.register(cx.waker());
-        (self.command(), self.hint_ms.load(Ordering::Relaxed))
+        let state = self.state.load(Ordering::Acquire);
+        let command = match word_of(state) {
+            Word::None => Command::None,
+            Word::Abort => Command::Abort,
+            _ => Command::Close,
+        };
+        (command, hint_of(state))
     }
 }
 
@@ -205,8 +246,7 @@ impl Connections {
         let handle = Arc::new(ConnHandle {
             id,
             opened: Instant::now(),
-            command: AtomicU8::new(Word::None as u8),
-            hint_ms: AtomicU32::new(0),
+            state: AtomicU64::new(pack(Word::None, 0)),
             waker: AtomicWaker::new(),
         });
         let mut map = self.lock();
@@ -307,5 +347,20 @@ mod tests {
         r.handle.abort();
         assert_eq!(r.handle.command(), Command::Abort);
         assert!(!r.handle.close(CloseReason::Drain, 2));
+    }
+
+    /// A refused close leaves the winner's reconnect hint alone: the client gets the
+    /// hint of the close it really gets.
+    #[test]
+    fn a_refused_close_keeps_the_winners_hint() {
+        let conns = Arc::new(Connections::default());
+        let r = conns.register(1, 1).expect("open");
+        let cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(r.handle.close(CloseReason::Shed, 1234));
+        assert!(!r.handle.close(CloseReason::Drain, 99));
+        assert_eq!(r.handle.poll_command(&cx), (Command::Close, 1234));
+        r.handle.abort();
+        assert!(!r.handle.close(CloseReason::MaxAge, 7));
+        assert_eq!(r.handle.poll_command(&cx).0, Command::Abort);
     }
 }

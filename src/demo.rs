@@ -10,6 +10,7 @@
 //!    `reconnect_after_ms` before reconnecting, as `clients/` shows how to);
 //!
 //! and prints, per second, how many reconnects the neighbour received in each case.
+//! With `--sse` it runs Server-Sent Events clients instead (`sse`).
 //!
 //! Flow: flags in; child `wsdrain proxy` processes, an embedded app and clients started
 //! here; a table of reconnects per second out on stdout.
@@ -26,6 +27,8 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::DemoOptions;
+
+mod sse;
 
 /// The pods' `--reconnect-jitter` (wsdrain's default): hints lie in `[0, this]`, so
 /// clients that honour them arrive over the drain window plus this.
@@ -231,6 +234,9 @@ async fn connect_all(
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     crate::sockets::raise_fd_limit();
     let n = opts.clients;
+    if opts.sse {
+        return sse::run(n, opts.drain_window).await;
+    }
     let app = start_app().await?;
     println!("wsdrain demo: {n} clients, an echo app, a pod going away and its neighbour.\n");
 
@@ -281,17 +287,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let take =
         |run: &Arc<Mutex<Run>>| std::mem::take(&mut *run.lock().unwrap_or_else(|p| p.into_inner()));
     let (s, a, h) = (take(&staggered), take(&abrupt), take(&honoured));
-    let per_second = |times: &[Instant], t0: Instant| {
-        let mut buckets = Vec::<u32>::new();
-        for t in times {
-            let sec = t.saturating_duration_since(t0).as_secs() as usize;
-            if buckets.len() <= sec {
-                buckets.resize(sec + 1, 0);
-            }
-            buckets[sec] += 1;
-        }
-        buckets
-    };
     let sb = per_second(&s.reconnects, t_stagger);
     let ab = per_second(&a.reconnects, t_abrupt);
     let hb = per_second(&h.reconnects, t_honour);
@@ -328,6 +323,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         humantime::format_duration(RECONNECT_JITTER)
     );
     Ok(())
+}
+
+/// How many of `times` fell into each second after `t0`.
+fn per_second(times: &[Instant], t0: Instant) -> Vec<u32> {
+    let mut buckets = Vec::<u32>::new();
+    for t in times {
+        let sec = t.saturating_duration_since(t0).as_secs() as usize;
+        if buckets.len() <= sec {
+            buckets.resize(sec + 1, 0);
+        }
+        buckets[sec] += 1;
+    }
+    buckets
 }
 
 /// Starts a drain of `pod` and prints its progress each second until it is done.

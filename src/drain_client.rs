@@ -1,6 +1,8 @@
 //! `wsdrain drain`: asks a running sidecar to drain, for `exec` preStop hooks and for
 //! operators. With `--wait` it follows `GET /drain` until the phase is `done`, showing
-//! progress when stderr is a terminal.
+//! progress when stderr is a terminal, and fails if the drain is cancelled meanwhile
+//! (`DELETE /drain`: the phase is back to `serving`). Every request is bounded by
+//! [`REQUEST_TIMEOUT`], so a wedged admin port is an error, not a hang.
 //!
 //! Flow: flags in; HTTP out to a sidecar's admin port; an exit code back to the shell.
 
@@ -16,6 +18,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::cli::DrainOptions;
+
+/// How long one request to the admin port may take. The sidecar answers `POST /drain`
+/// and `GET /drain` at once; a port that does not is wedged or not a sidecar.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the verb. Errors name the admin URL and what went wrong.
 pub async fn run(opts: DrainOptions) -> anyhow::Result<()> {
@@ -51,6 +57,12 @@ pub async fn run(opts: DrainOptions) -> anyhow::Result<()> {
             );
             let _ = std::io::stderr().flush();
         }
+        if phase == "serving" {
+            if tty {
+                eprintln!();
+            }
+            bail!("the drain was cancelled (DELETE /drain); the sidecar is serving again");
+        }
         if phase == "done" {
             if tty {
                 eprintln!();
@@ -78,13 +90,21 @@ impl Admin {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let resp = self
-            .client
-            .request(req.body(Empty::new())?)
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req.body(Empty::new())?)
+                .await
+                .with_context(|| format!("cannot reach the sidecar admin port at {base}"))?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        };
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .with_context(|| format!("cannot reach the sidecar admin port at {base}"))?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
+            .map_err(|_| {
+                anyhow::anyhow!("{base}{path} did not answer within {REQUEST_TIMEOUT:?}")
+            })??;
         if !status.is_success() {
             bail!(
                 "{base}{path} answered {status}: {}",

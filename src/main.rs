@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use wsdrain::cli::{Cli, Command};
-use wsdrain::{demo, drain_client, inject, install, logging, sidecar, webhook};
+use wsdrain::cli::Command;
+use wsdrain::{analyze, demo, drain_client, inject, install, logging, sidecar, webhook};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match wsdrain::cli::parse() {
         Ok(cli) => cli,
         Err(e) => return cli_error(e),
     };
@@ -23,17 +22,13 @@ fn main() -> ExitCode {
         Command::Inject(opts) => finish(inject::command::run(&opts)),
         Command::Uninject(opts) => finish(inject::command::run_uninject(&opts)),
         Command::Install(opts) => finish(install::run(&opts)),
+        Command::Analyze(opts) => finish(analyze::run(&opts)),
         Command::Webhook(opts) => {
             logging::init(&opts.log);
             finish(runtime().and_then(|rt| rt.block_on(webhook::run(opts))))
         }
         Command::Version => {
-            println!(
-                "wsdrain {} ({} {})",
-                env!("CARGO_PKG_VERSION"),
-                std::env::consts::OS,
-                std::env::consts::ARCH
-            );
+            println!("{}", wsdrain::build_info::describe());
             ExitCode::SUCCESS
         }
     }

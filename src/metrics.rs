@@ -13,11 +13,12 @@ mod kinds;
 
 use std::sync::{Arc, Mutex};
 
+use crate::connections::CloseReason;
 use crate::per_thread_counter::PerThreadCounter;
-pub use kinds::{ErrorKind, Rejection};
+pub use kinds::{ErrorKind, Initiator, Rejection, WaitingStage};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Direction label values.
@@ -76,6 +77,9 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// `wsdrain_drain_remaining_connections`.
     pub drain_remaining: IntGauge,
+    /// `wsdrain_drain_over_budget`: 1 while a drain closes faster than its share of
+    /// `--fleet-max-rate`, because the grace period leaves no more room.
+    pub drain_over_budget: IntGauge,
     /// `wsdrain_drain_closed_total`: connections closed by a drain (schedule or deadline).
     pub drain_closed: IntCounter,
     /// `wsdrain_upgrades_rejected_total{reason}`.
@@ -93,8 +97,34 @@ pub struct Metrics {
     pub upstream_up: IntGauge,
     /// `wsdrain_relay_buffers_in_use`: read buffers borrowed by relays (0 when all idle).
     pub relay_buffers: IntGauge,
+    /// `wsdrain_waiting_shed_total{stage}`: connections shed (oldest first) while
+    /// waiting for their first bytes, because newer ones needed the stage's places.
+    pub waiting_shed: IntCounterVec,
+    /// `wsdrain_http_requests_in_flight`: plain requests whose response is not over.
+    pub http_in_flight: IntGauge,
+    /// `wsdrain_http_bytes_total{direction}`, client → app: request body bytes.
+    pub http_bytes_in: IntCounter,
+    /// `wsdrain_http_bytes_total{direction}`, app → client: response body bytes.
+    pub http_bytes_out: IntCounter,
+    /// `wsdrain_http_responses_cut_total`: responses still going at the drain deadline.
+    pub http_cut: IntCounter,
+    /// `wsdrain_sse_streams_active`: event streams in the drain plan (registered).
+    pub sse_active: IntGauge,
+    /// `wsdrain_sse_streams_compressed_total`: event streams with a `Content-Encoding`,
+    /// which cannot be ended at an event boundary and are left to finish.
+    pub sse_compressed: IntCounter,
     /// Serialises [`Metrics::render`]: publishing per-thread sums is read-then-add.
     render_lock: Arc<Mutex<()>>,
+}
+
+/// The metrics of TLS termination, registered only when TLS is on (so an expiry alert
+/// never sees a certificate that does not exist).
+#[derive(Clone)]
+pub struct TlsMetrics {
+    /// `wsdrain_tls_reload_errors_total`: new certificate pairs refused.
+    pub reload_errors: IntCounter,
+    /// `wsdrain_tls_cert_not_after_seconds`: the serving certificate's expiry.
+    pub not_after: IntGauge,
 }
 
 /// Registers `metric` in `registry` and hands it back. Names are fixed and unique in
@@ -188,6 +218,11 @@ impl Metrics {
             "wsdrain_drain_remaining_connections",
             "Connections still open during a drain.",
         );
+        let drain_over_budget = gauge(
+            r,
+            "wsdrain_drain_over_budget",
+            "1 while a drain closes faster than this pod's share of --fleet-max-rate (the grace period leaves no more room).",
+        );
         let drain_closed = counter(
             r,
             "wsdrain_drain_closed_total",
@@ -237,6 +272,55 @@ impl Metrics {
             "wsdrain_relay_buffers_in_use",
             "Read buffers currently borrowed by relays; idle connections hold none.",
         );
+        let build_info = registered(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "wsdrain_build_info",
+                    "Always 1; its labels say which build runs (version, git commit).",
+                ),
+                &["version", "commit"],
+            )
+            .expect("valid metric"),
+        );
+        build_info
+            .with_label_values(&[crate::build_info::VERSION, crate::build_info::COMMIT])
+            .set(1);
+        let waiting_shed = counter_vec(
+            r,
+            "wsdrain_waiting_shed_total",
+            "Connections closed while waiting for their first bytes (PROXY header, request head), oldest first, to make room for newer ones.",
+            &["stage"],
+        );
+        for stage in WaitingStage::ALL {
+            waiting_shed.with_label_values(&[stage.as_str()]);
+        }
+        let http_in_flight = gauge(
+            r,
+            "wsdrain_http_requests_in_flight",
+            "Plain HTTP requests whose response has not been written out yet; the process waits for them.",
+        );
+        let http_bytes = counter_vec(
+            r,
+            "wsdrain_http_bytes_total",
+            "Plain HTTP body bytes relayed (requests client_to_app, responses app_to_client).",
+            &["direction"],
+        );
+        let http_cut = counter(
+            r,
+            "wsdrain_http_responses_cut_total",
+            "Plain HTTP responses (and SSE streams mid-event) cut because the drain's deadline came.",
+        );
+        let sse_active = gauge(
+            r,
+            "wsdrain_sse_streams_active",
+            "Server-Sent Events streams open and in the drain plan.",
+        );
+        let sse_compressed = counter(
+            r,
+            "wsdrain_sse_streams_compressed_total",
+            "Server-Sent Events streams with a Content-Encoding: left to finish until the drain deadline.",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -266,6 +350,7 @@ impl Metrics {
             closes,
             draining,
             drain_remaining,
+            drain_over_budget,
             drain_closed,
             upgrades_rejected,
             http_requests,
@@ -274,13 +359,42 @@ impl Metrics {
             max_connections,
             upstream_up,
             relay_buffers,
+            waiting_shed,
+            http_in_flight,
+            http_bytes_in: http_bytes.with_label_values(&[CLIENT_TO_APP]),
+            http_bytes_out: http_bytes.with_label_values(&[APP_TO_CLIENT]),
+            http_cut,
+            sse_active,
+            sse_compressed,
             render_lock: Arc::default(),
+        }
+    }
+
+    /// Registers the TLS metrics; called once, when the proxy terminates TLS.
+    pub fn tls(&self) -> TlsMetrics {
+        let r = &self.registry;
+        TlsMetrics {
+            reload_errors: counter(
+                r,
+                "wsdrain_tls_reload_errors_total",
+                "New TLS certificate/key pairs refused on reload (the previous pair stays in use).",
+            ),
+            not_after: gauge(
+                r,
+                "wsdrain_tls_cert_not_after_seconds",
+                "Expiry (notAfter, Unix seconds) of the TLS certificate being served.",
+            ),
         }
     }
 
     /// Counts an error of `kind`.
     pub fn error(&self, kind: ErrorKind) {
         self.errors.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// Counts a connection shed while waiting in `stage`.
+    pub fn shed_waiting(&self, stage: WaitingStage) {
+        self.waiting_shed.with_label_values(&[stage.as_str()]).inc();
     }
 
     /// Counts an upgrade (TCP mode: a connection) refused for `reason`.
@@ -291,14 +405,20 @@ impl Metrics {
     }
 
     /// Counts a close asked for to rebalance load (`max_age` or `shed`).
-    pub fn rebalance_close(&self, reason: &'static str) {
-        self.rebalanced.with_label_values(&[reason]).inc();
+    pub fn rebalance_close(&self, reason: CloseReason) {
+        let label = match reason {
+            CloseReason::MaxAge => "max_age",
+            CloseReason::Shed => "shed",
+            // Never called for the drain (counted in `wsdrain_drain_closed_total`).
+            CloseReason::Drain => "drain",
+        };
+        self.rebalanced.with_label_values(&[label]).inc();
     }
 
     /// Counts a close by its first close frame.
-    pub fn close(&self, code: Option<u16>, initiator: &'static str) {
+    pub fn close(&self, code: Option<u16>, initiator: Initiator) {
         self.closes
-            .with_label_values(&[&close_code_label(code), initiator])
+            .with_label_values(&[&close_code_label(code), initiator.as_str()])
             .inc();
     }
 

@@ -19,11 +19,12 @@
 //! address goes out; addresses in, a header's bytes out for the app connection.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use crate::waiting_room::WaitingRoom;
 
 #[cfg(test)]
 mod tests;
@@ -40,8 +41,13 @@ const V2_MAX_LEN: usize = 4096;
 
 /// Most connections that may be inside their PROXY header at once. Each holds a
 /// descriptor, a task and up to `V2_MAX_LEN` bytes; without a bound, clients that
-/// send `PROXY ` and wait would pile up until `--handshake-timeout`.
+/// send `PROXY ` and wait would pile up until `--handshake-timeout`. When it is reached
+/// the oldest waiting connection is shed, so a balancer's header (which comes in the
+/// first packet) still gets through.
 pub const MAX_PENDING_HEADERS: usize = 512;
+
+/// The connections inside their header right now.
+static PENDING: WaitingRoom = WaitingRoom::new(MAX_PENDING_HEADERS);
 
 /// Which header to send upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,9 +73,11 @@ pub enum HeaderError {
     /// The socket failed while reading it.
     #[error("reading the PROXY protocol header: {0}")]
     Io(#[from] std::io::Error),
-    /// Too many connections are inside their header already ([`MAX_PENDING_HEADERS`]).
-    #[error("{MAX_PENDING_HEADERS} connections are already waiting to send their PROXY header")]
-    Busy,
+    /// Shed to make room: [`MAX_PENDING_HEADERS`] newer connections were waiting too.
+    #[error(
+        "shed while waiting for its PROXY header: {MAX_PENDING_HEADERS} newer connections needed the places"
+    )]
+    Shed,
 }
 
 /// Encodes a header saying the connection came from `src` to `dst`.
@@ -136,38 +144,19 @@ fn same_family(src: SocketAddr, dst: SocketAddr) -> (SocketAddr, SocketAddr) {
 /// balancer itself: use the socket's peer).
 ///
 /// At most [`MAX_PENDING_HEADERS`] connections wait inside this function at once; past
-/// that a new one gets [`HeaderError::Busy`] at once (a balancer sends its header in
-/// the first packet, so only a slow or hostile client is ever caught waiting here).
+/// that the oldest waiting one gets [`HeaderError::Shed`] (a balancer sends its header
+/// in the first packet, so only a slow or hostile client is ever caught waiting here).
 pub async fn read_header(
     stream: &mut TcpStream,
     within: Duration,
 ) -> Result<Option<SocketAddr>, HeaderError> {
-    let _slot = PendingSlot::take().ok_or(HeaderError::Busy)?;
-    tokio::time::timeout(within, read_header_inner(stream))
-        .await
-        .map_err(|_| HeaderError::Timeout)?
-}
-
-/// Connections inside [`read_header`] right now.
-static PENDING: AtomicUsize = AtomicUsize::new(0);
-
-/// One of the [`MAX_PENDING_HEADERS`] places; given back on drop.
-struct PendingSlot;
-
-impl PendingSlot {
-    fn take() -> Option<PendingSlot> {
-        PENDING
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_PENDING_HEADERS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| PendingSlot)
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        PENDING.fetch_sub(1, Ordering::AcqRel);
+    let seat = PENDING.enter();
+    tokio::select! {
+        biased;
+        read = tokio::time::timeout(within, read_header_inner(stream)) => {
+            read.map_err(|_| HeaderError::Timeout)?
+        }
+        () = seat.shed() => Err(HeaderError::Shed),
     }
 }
 

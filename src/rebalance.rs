@@ -10,6 +10,7 @@
 //! hints from [`crate::hint`]) into the handles and counts in the metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -64,7 +65,7 @@ pub async fn retire_old_connections(sidecar: Arc<Sidecar>) {
         for handle in due.iter().take(budget as usize) {
             // A steady stream of closes: hints from the low-discrepancy sequence.
             if handle.close(CloseReason::MaxAge, hint::next_in_sequence(jitter)) {
-                sidecar.metrics.rebalance_close("max_age");
+                sidecar.metrics.rebalance_close(CloseReason::MaxAge);
             }
             budget -= 1.0;
         }
@@ -81,10 +82,32 @@ pub struct Shedding {
     pub length: Duration,
 }
 
+/// A second `POST /shed` while one runs (answered 409).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a shed is under way; retry once it is over")]
+pub struct ShedBusy;
+
+/// The running shed's claim on `Sidecar::shedding`, given back when its stagger ends.
+/// One shed at a time, so two overlapping `POST /shed` never pick the same
+/// connections, promise closes that do not happen, or run side by side at twice the
+/// planned rate.
+struct ShedClaim(Arc<Sidecar>);
+
+impl Drop for ShedClaim {
+    fn drop(&mut self) {
+        self.0.shedding.store(false, Ordering::Release);
+    }
+}
+
 /// Closes `count` random open connections, paced like the drain (its window and rate,
 /// its stratified hints). A drain supersedes a shed: once one starts, the shed stops
-/// and the drain closes the rest under its own name.
-pub fn shed(sidecar: &Arc<Sidecar>, count: usize) -> Shedding {
+/// and the drain closes the rest under its own name. One shed at a time: a call while
+/// one runs is [`ShedBusy`].
+pub fn shed(sidecar: &Arc<Sidecar>, count: usize) -> Result<Shedding, ShedBusy> {
+    if sidecar.shedding.swap(true, Ordering::AcqRel) {
+        return Err(ShedBusy);
+    }
+    let claim = ShedClaim(sidecar.clone());
     let mut handles: Vec<_> = sidecar
         .connections
         .snapshot()
@@ -95,11 +118,12 @@ pub fn shed(sidecar: &Arc<Sidecar>, count: usize) -> Shedding {
     handles.truncate(count);
     let n = handles.len();
     let plan = sidecar.drain.settings().clone();
-    let mut stagger = Stagger::new(n, plan.window, plan.max_rate);
+    let mut stagger = Stagger::new(n, plan.stagger_length(n));
     let length = stagger.length();
     info!(connections = n, ?length, "shedding connections");
     let sidecar = sidecar.clone();
     tokio::spawn(async move {
+        let _claim = claim;
         while let Some(i) = stagger.wait_turn().await {
             if sidecar.drain.is_draining() {
                 info!(
@@ -110,11 +134,11 @@ pub fn shed(sidecar: &Arc<Sidecar>, count: usize) -> Shedding {
             }
             let hint_ms = hint::stratified(i, n, plan.reconnect_jitter);
             if handles[i].close(CloseReason::Shed, hint_ms) {
-                sidecar.metrics.rebalance_close("shed");
+                sidecar.metrics.rebalance_close(CloseReason::Shed);
             }
         }
     });
-    Shedding { count: n, length }
+    Ok(Shedding { count: n, length })
 }
 
 #[cfg(test)]

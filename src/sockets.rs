@@ -4,7 +4,10 @@
 //! backlog is raised well above the default; `SO_REUSEADDR` lets a restarted sidecar
 //! bind at once while old connections linger in TIME_WAIT. Relayed streams get
 //! `TCP_NODELAY` (frames are small and latency-bound) and TCP keepalive, so a peer
-//! that vanished without a FIN is noticed even when nobody pings.
+//! that vanished without a FIN is noticed even when nobody pings. Keepalive never
+//! fires while data waits to be acknowledged (a ping queued behind a large frame, a
+//! client gone mid-download), so they also get `TCP_USER_TIMEOUT` of twice the
+//! keepalive time: unacknowledged data that long means the peer is dead.
 //!
 //! Flow: addresses in, listeners out (`sidecar.rs`, the webhook); streams in, tuned in
 //! place (`conn.rs`, the plain-HTTP retry).
@@ -39,15 +42,19 @@ pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Sets `TCP_NODELAY` and, unless `keepalive` is zero, TCP keepalive probes after
-/// `keepalive` of silence (then every `keepalive / 3`). Failures are ignored: these
-/// are optimisations, and the connection works without them.
+/// `keepalive` of silence (then every `keepalive / 3`) and `TCP_USER_TIMEOUT` of
+/// `2 × keepalive` (the kernel drops a connection whose sent data stays
+/// unacknowledged that long, and it also bounds the keepalive probing). Failures are
+/// ignored: these are optimisations, and the connection works without them.
 pub fn tune(stream: &TcpStream, keepalive: Duration) {
     let _ = stream.set_nodelay(true);
     if !keepalive.is_zero() {
         let ka = TcpKeepalive::new()
             .with_time(keepalive)
             .with_interval((keepalive / 3).max(Duration::from_secs(1)));
-        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+        let sock = SockRef::from(stream);
+        let _ = sock.set_tcp_keepalive(&ka);
+        let _ = sock.set_tcp_user_timeout(Some(keepalive * 2));
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::cli::{Mode, ProxyOptions};
 use crate::connections::Connections;
-use crate::drain::{Drain, DrainSettings};
+use crate::drain::Drain;
+use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::proxy_protocol;
 use crate::relay::RelaySettings;
@@ -92,6 +93,10 @@ pub struct Sidecar {
     pub drain: Arc<Drain>,
     /// What every relay gets.
     pub relay: RelaySettings,
+    /// Whether a `POST /shed` runs: one at a time (see `rebalance::shed`).
+    pub shedding: std::sync::atomic::AtomicBool,
+    /// Plain HTTP requests in flight, which the drain waits for.
+    pub http: Arc<InFlight>,
 }
 
 impl Sidecar {
@@ -100,26 +105,27 @@ impl Sidecar {
         let metrics = Metrics::new();
         let connections = Arc::new(Connections::default());
         let drain = Arc::new(Drain::new(
-            DrainSettings::from(&opts.drain),
+            opts.drain.clone(),
             connections.clone(),
             metrics.clone(),
         ));
         let relay = RelaySettings {
-            close_code: opts.drain.close_code,
-            close_timeout: opts.drain.close_timeout,
+            drain: opts.drain.clone(),
             max_message: opts.max_message_size,
-            reconnect_jitter: opts.drain.reconnect_jitter,
             framed: opts.mode == Mode::Http,
             ping_interval: opts.ping_interval,
             ping_timeout: opts.ping_timeout,
         };
         metrics.max_connections.set(i64::from(opts.max_connections));
+        let http = InFlight::new(metrics.http_in_flight.clone());
         Arc::new(Sidecar {
             settings: Settings::from(opts),
             metrics,
             connections,
             drain,
             relay,
+            shedding: Default::default(),
+            http,
         })
     }
 }

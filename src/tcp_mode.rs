@@ -6,6 +6,10 @@
 //! own FIN or the close timeout. Over `--max-connections` or during the stagger a new
 //! connection is closed at once (nothing can be said to it at this layer).
 //!
+//! With TLS (`--tls-cert`/`--tls-dir`) the client's bytes are decrypted here and the app
+//! gets plaintext; a drained connection then gets `close_notify` before its FIN, so a
+//! TLS client sees a clean end rather than a truncation.
+//!
 //! Flow: sockets in from [`crate::accept`]; each is registered in the registry, given
 //! an app connection and relayed through [`crate::conn`], like a WebSocket after its 101.
 
@@ -20,9 +24,10 @@ use crate::connections::Refused;
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
 use crate::state::Sidecar;
+use crate::tls::{self, Socket, Tls};
 
-/// Accepts client connections until the process ends.
-pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
+/// Accepts client connections until the process ends; over TLS when `tls` is given.
+pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc<Tls>>) {
     let on_error = {
         let sidecar = sidecar.clone();
         move || sidecar.metrics.error(ErrorKind::Accept)
@@ -32,21 +37,31 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
         let id = sidecar.connections.next_id();
         let sidecar = sidecar.clone();
         let upstream_log = upstream_log.clone();
-        serve_one(sidecar, stream, peer, id, upstream_log).instrument(info_span!("conn", id, %peer))
+        let tls = tls.clone();
+        serve_one(sidecar, stream, peer, id, upstream_log, tls)
+            .instrument(info_span!("conn", id, %peer))
     })
     .await;
 }
 
-/// One TCP connection: limits, the app connection, the relay.
+/// One TCP connection: the TLS handshake if any, limits, the app connection, the relay.
 async fn serve_one(
     sidecar: Arc<Sidecar>,
     mut stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     id: u64,
     upstream_log: Arc<LogLimit>,
+    tls: Option<Arc<Tls>>,
 ) {
     let Some(client) = accept_client(&sidecar, &mut stream, peer).await else {
         return;
+    };
+    let stream = match tls {
+        None => Socket::Plain(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Some(s) => tls::into_socket(s),
+            None => return,
+        },
     };
     let rejected = |reason: Rejection| {
         sidecar.metrics.rejected(reason);
@@ -63,7 +78,7 @@ async fn serve_one(
     let app = match connect_app(&sidecar, client).await {
         Ok(app) => app,
         Err(why) => {
-            sidecar.metrics.error(ErrorKind::UpstreamConnect);
+            sidecar.metrics.error(why.kind());
             if let Some(folded) = upstream_log.allow() {
                 warn!(upstream = %sidecar.settings.upstream, folded, "connection refused: upstream {why}");
             }

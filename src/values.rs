@@ -76,6 +76,16 @@ fn duration_at_most(s: &str, max: Duration, max_text: &str) -> Result<Duration, 
     Ok(d)
 }
 
+/// Formats a duration the way the sidecar's flags read it back: `30s`, or `1500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a byte size: a number with an optional KiB/MiB/GiB (or K/M/G) suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

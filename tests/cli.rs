@@ -91,7 +91,7 @@ fn bad_values_name_the_flag_on_one_line() {
 fn version_and_help_succeed() {
     let (code, stdout, _) = run(&["version"], &[]);
     assert_eq!(code, Some(0));
-    assert!(stdout.starts_with(&format!("wsdrain {}", env!("CARGO_PKG_VERSION"))));
+    assert!(stdout.starts_with(&format!("wsdrain {} (commit ", env!("CARGO_PKG_VERSION"))));
     let (code, stdout, _) = run(&["proxy", "--help"], &[]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("--drain-window") && stdout.contains("WSDRAIN_DRAIN_WINDOW"));

@@ -38,7 +38,16 @@ async fn two_thousand_clients_are_closed_evenly_with_hints_and_nothing_is_lost()
     .await;
     // One message per client every 2 s: enough to check ordering, light on CPU.
     let tasks = connect_clients(&proxy, N, Duration::from_millis(2000)).await;
-    assert_eq!(proxy.metric("websocket_connections_active").await, N as f64);
+    assert_eq!(
+        proxy
+            .metric_reaching(
+                "websocket_connections_active",
+                N as f64,
+                Duration::from_secs(5)
+            )
+            .await,
+        N as f64
+    );
 
     let t0 = Instant::now();
     proxy.signal("TERM");

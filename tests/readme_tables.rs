@@ -1,4 +1,4 @@
-//! The README's metrics table is what operators build alerts from: every error kind
+//! The README's metrics table is what operators build alerts from: every metric, error kind
 //! and rejection reason wsdrain counts must be listed there, and nothing that is not.
 
 use wsdrain::metrics::{ErrorKind, Rejection};
@@ -37,4 +37,22 @@ fn every_rejection_reason_is_documented_and_only_those() {
     documented.sort();
     counted.sort();
     assert_eq!(documented, counted);
+}
+
+#[test]
+fn every_exported_metric_has_a_row() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let text = wsdrain::metrics::Metrics::new().render();
+    let missing: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !name.starts_with("process_"))
+        .filter(|name| !readme.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics without a README row: {missing:?}"
+    );
 }

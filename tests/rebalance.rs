@@ -109,7 +109,12 @@ async fn shed_closes_exactly_n_connections_over_the_window() {
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["shedding"], 10);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    assert_eq!(proxy.metric("websocket_connections_active").await, 40.0);
+    assert_eq!(
+        proxy
+            .metric_reaching("websocket_connections_active", 40.0, Duration::from_secs(5))
+            .await,
+        40.0
+    );
     assert_eq!(
         proxy
             .metric(r#"wsdrain_rebalance_closed_total{reason="shed"}"#)
@@ -174,7 +179,12 @@ async fn silent_clients_are_closed_and_healthy_idle_ones_stay() {
         pings
     });
     let _silent = silent_client(&proxy).await;
-    assert_eq!(proxy.metric("websocket_connections_active").await, 2.0);
+    assert_eq!(
+        proxy
+            .metric_reaching("websocket_connections_active", 2.0, Duration::from_secs(5))
+            .await,
+        2.0
+    );
     let t0 = Instant::now();
     loop {
         let active = proxy.metric("websocket_connections_active").await;

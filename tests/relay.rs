@@ -228,7 +228,16 @@ async fn a_thousand_concurrent_connections_echo() {
                 .expect("task"),
         );
     }
-    assert_eq!(proxy.metric("websocket_connections_active").await, 1000.0);
+    assert_eq!(
+        proxy
+            .metric_reaching(
+                "websocket_connections_active",
+                1000.0,
+                Duration::from_secs(5)
+            )
+            .await,
+        1000.0
+    );
     assert_eq!(
         proxy
             .metric(r#"websocket_messages_total{direction="client_to_app"}"#)

@@ -52,6 +52,7 @@ proptest! {
             max_rate,
             close_timeout: window,
             reconnect_jitter: window,
+            ..DrainSettings::default()
         };
         let total = settings.total_length(n);
         prop_assert!(total <= FOREVER);

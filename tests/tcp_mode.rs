@@ -107,7 +107,16 @@ async fn a_thousand_connections_and_a_staggered_fin_drain() {
         assert_eq!(buf, msg.as_bytes());
         conns.push(s);
     }
-    assert_eq!(proxy.metric("websocket_connections_active").await, N as f64);
+    assert_eq!(
+        proxy
+            .metric_reaching(
+                "websocket_connections_active",
+                N as f64,
+                Duration::from_secs(5)
+            )
+            .await,
+        N as f64
+    );
     let t0 = Instant::now();
     proxy.signal("TERM");
     // Each client waits for the proxy's FIN, then closes its side.

@@ -51,11 +51,20 @@ async fn data_path_threads_follow_tokio_worker_threads_and_drain_across_them() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let mut data: Vec<String> = thread_names(child.id())
-        .into_iter()
-        .filter(|n| n.starts_with("wsdrain-data-"))
-        .collect();
-    data.sort();
+    // A thread names itself once it runs, which can be just after the admin port
+    // answers: read the names until all three are there, or give up after 5 s.
+    let named_by = Instant::now() + Duration::from_secs(5);
+    let data = loop {
+        let mut data: Vec<String> = thread_names(child.id())
+            .into_iter()
+            .filter(|n| n.starts_with("wsdrain-data-"))
+            .collect();
+        data.sort();
+        if data.len() >= 3 || Instant::now() >= named_by {
+            break data;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(data, ["wsdrain-data-0", "wsdrain-data-1", "wsdrain-data-2"]);
 
     let mut clients = Vec::new();

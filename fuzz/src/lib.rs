@@ -252,7 +252,7 @@ fn harness() -> &'static Harness {
         let listener = rt
             .block_on(async { tokio::net::TcpListener::bind(listen).await })
             .unwrap();
-        rt.spawn(wsdrain::proxy::serve(sidecar, listener));
+        rt.spawn(wsdrain::proxy::serve(sidecar, listener, None));
         Harness {
             proxy: listen,
             _rt: rt,
@@ -349,4 +349,96 @@ pub fn check_proxy_protocol(data: &[u8]) {
             assert_eq!(again.port(), src.port(), "{version:?} port changed");
         }
     }
+}
+
+/// Arbitrary bytes as a Server-Sent Events stream from the app. Read in pieces whose
+/// sizes come from the first byte, `SseTracker::next_boundary` must end where reading
+/// byte by byte does, report only real boundaries, never panic; and the closing suffix
+/// at any point must never complete (dispatch) an open event.
+pub fn check_sse_tracker(data: &[u8]) {
+    use wsdrain::sse_tracker::SseTracker;
+    let Some((&size, stream)) = data.split_first() else {
+        return;
+    };
+    let size = usize::from(size % 31) + 1;
+    let mut bytewise = SseTracker::new();
+    let mut boundary_at = vec![true];
+    for &b in stream {
+        bytewise.feed(&[b]);
+        boundary_at.push(bytewise.at_boundary());
+    }
+    let mut t = SseTracker::new();
+    for (k, piece) in stream.chunks(size).enumerate() {
+        let mut from = 0;
+        while let Some(n) = t.next_boundary(&piece[from..]) {
+            assert!(n >= 1 && from + n <= piece.len(), "boundary outside the read");
+            from += n;
+            assert!(
+                boundary_at[k * size + from],
+                "next_boundary stopped where the stream is not at a boundary"
+            );
+        }
+    }
+    assert_eq!(t, bytewise, "reading in pieces ended elsewhere than byte by byte");
+    for p in [0, stream.len() / 2, stream.len()] {
+        let mut at = SseTracker::new();
+        at.feed(&stream[..p]);
+        let open = at.event_pending();
+        for &b in at.closing_suffix(1234).iter() {
+            at.feed(&[b]);
+            assert!(!open || at.event_pending(), "the suffix dispatched an open event");
+        }
+        assert!(!at.event_pending() || open);
+    }
+}
+
+/// The TLS accept path: arbitrary bytes as a client's first flight into wsdrain's own
+/// handshake (`wsdrain::tls::Tls::accept`: tokio-rustls and rustls' ClientHello parser,
+/// the proxy's configuration and limits) over a real loopback socket. Whatever the
+/// bytes, the handshake must end — done, refused or timed out — and never panic. The
+/// certificate is a test fixture (`fuzz/fixtures/`).
+pub fn check_tls_accept(data: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use wsdrain::tls::{CertPaths, Tls, TlsSettings};
+
+    struct Harness {
+        rt: tokio::runtime::Runtime,
+        tls: Tls,
+        listener: tokio::net::TcpListener,
+    }
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    let h = HARNESS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let settings = TlsSettings {
+            paths: CertPaths {
+                cert: fixtures.join("tls.crt"),
+                key: fixtures.join("tls.key"),
+            },
+            client_ca: None,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 16,
+            alpn_http1: true,
+        };
+        let metrics = wsdrain::metrics::Metrics::new();
+        let (tls, _reloader) = Tls::new(&settings, &metrics).expect("fixture pair loads");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("loopback listener");
+        Harness { rt, tls, listener }
+    });
+    h.rt.block_on(async {
+        let addr = h.listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = h.listener.accept().await.expect("accept");
+        let _ = client.write_all(data).await;
+        let _ = client.shutdown().await;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), h.tls.accept(server)).await;
+        assert!(outcome.is_ok(), "the handshake did not end");
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut sink)).await;
+    });
 }

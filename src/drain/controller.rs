@@ -14,7 +14,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::scheduler::Stagger;
 use super::{Drain, Phase, Trigger};
@@ -79,21 +79,32 @@ async fn drain_once(
     handles.shuffle(&mut rand::rng());
     let n = handles.len();
     let now_immediate = is_immediate(&trigger);
-    let (window, close_timeout) = if now_immediate {
+    let (length, close_timeout) = if now_immediate {
         (
             Duration::ZERO,
             settings.close_timeout.min(IMMEDIATE_CLOSE_TIMEOUT),
         )
     } else {
-        (settings.window, settings.close_timeout)
+        (settings.stagger_length(n), settings.close_timeout)
     };
-    let mut stagger = Stagger::new(n, window, settings.max_rate);
+    let over_budget = !now_immediate && settings.over_budget(n);
+    if over_budget {
+        warn!(
+            connections = n,
+            budget_per_pod = settings.pod_budget(),
+            planned_rate = n as f64 / length.as_secs_f64().max(f64::MIN_POSITIVE),
+            grace_period = ?settings.grace_period,
+            "drain: over the fleet budget; the connections cannot be closed at this pod's share of --fleet-max-rate within the grace period, so the drain uses the grace period fully"
+        );
+    }
+    let mut stagger = Stagger::new(n, length);
     let mut deadline = stagger.start() + stagger.length() + close_timeout;
     drain.step(generation, || {
         drain.set_deadline(deadline);
         drain
             .open_at_stagger
             .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+        drain.set_over_budget(over_budget);
         metrics.drain_remaining.set(n as i64);
         drain.set_phase(Phase::Staggering);
     })?;

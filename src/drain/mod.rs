@@ -16,9 +16,10 @@
 //! and [`Drain::deadline`] — one deadline, the one the process honours.
 
 pub mod controller;
+pub mod plan;
 pub mod scheduler;
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -27,10 +28,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::connections::{CloseReason, Command, ConnHandle, Connections};
+use crate::connections::{CloseReason, Command, ConnHandle, Connections, Registration};
 use crate::metrics::Metrics;
 pub use controller::run;
-pub use scheduler::DrainSettings;
+pub use plan::DrainSettings;
 
 /// Where a drain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -119,6 +120,9 @@ pub struct Drain {
     closed_by_schedule: AtomicU64,
     closed_by_deadline: AtomicU64,
     prestop_waiting: AtomicU64,
+    over_budget: AtomicBool,
+    /// Orders the updates of the remaining gauge (see [`Drain::connection_ended`]).
+    books: Mutex<()>,
 }
 
 /// Counts a `/prestop` caller until its answer is on its way.
@@ -156,6 +160,17 @@ pub struct Status {
     pub deadline: Option<String>,
     /// Milliseconds until the deadline.
     pub deadline_in_ms: Option<u64>,
+    /// Closes per second this pod may send under `--fleet-max-rate`; `None` without a
+    /// fleet budget.
+    pub budget_per_pod: Option<f64>,
+    /// True when this drain's connections could not fit the budget within the grace
+    /// period, so it closes faster than `budget_per_pod`.
+    pub over_budget: bool,
+    /// Of `open`, the Server-Sent Events streams (staggered like WebSockets).
+    pub sse_open: i64,
+    /// Plain HTTP requests whose response is not over; the process waits for them
+    /// until the deadline.
+    pub http_in_flight: i64,
 }
 
 impl Drain {
@@ -176,6 +191,8 @@ impl Drain {
             closed_by_schedule: AtomicU64::new(0),
             closed_by_deadline: AtomicU64::new(0),
             prestop_waiting: AtomicU64::new(0),
+            over_budget: AtomicBool::new(false),
+            books: Mutex::new(()),
         }
     }
 
@@ -188,7 +205,17 @@ impl Drain {
     /// starts one, readiness is off and the status says so before this returns, so an
     /// answer built right after (202 to `POST /drain`) tells the truth.
     pub fn trigger(&self, how: Trigger, source: Source) -> bool {
+        // Everything is decided inside the watch's lock, which `cancel` holds too: a
+        // cancel sees the drain either before this trigger or after it, with its source
+        // already switched, never in between.
         let started = self.trigger_tx.send_if_modified(|t| {
+            // A kubelet or a signal arriving during an operator's drain makes it theirs.
+            if let Some(s) = self.times().source.as_mut()
+                && *s == Source::Operator
+                && source != Source::Operator
+            {
+                *s = source;
+            }
             if how > *t {
                 // Logged before the controller wakes, so the log reads in order.
                 info!(source = source.as_str(), trigger = ?how, "drain requested");
@@ -201,13 +228,8 @@ impl Drain {
                 false
             }
         });
-        // A kubelet or a signal arriving during an operator's drain makes it theirs.
-        if let Some(s) = self.times().source.as_mut()
-            && *s == Source::Operator
-            && source != Source::Operator
-        {
-            *s = source;
-        }
+        #[cfg(test)]
+        tests::after_trigger_decision(self);
         started
     }
 
@@ -217,6 +239,15 @@ impl Drain {
             started: Some(SystemTime::now()),
             source: Some(source),
         };
+        self.reset_counts();
+        self.set_over_budget(false);
+        self.metrics.draining.set(1);
+        self.set_deadline(Instant::now() + self.settings.total_length(self.connections.len()));
+        self.set_phase(Phase::Announcing);
+    }
+
+    /// Zeroes the counts `GET /drain` reports (a new drain, or a cancelled one).
+    fn reset_counts(&self) {
         for c in [
             &self.open_at_stagger,
             &self.closed_by_schedule,
@@ -224,9 +255,6 @@ impl Drain {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        self.metrics.draining.set(1);
-        self.set_deadline(Instant::now() + self.settings.total_length(self.connections.len()));
-        self.set_phase(Phase::Announcing);
     }
 
     /// Cancels a drain that an operator started: readiness returns, the connections
@@ -247,9 +275,14 @@ impl Drain {
                     *t = Trigger::None;
                     self.cancel_tx.send_modify(|g| *g += 1);
                     self.connections.unseal();
+                    for h in self.connections.snapshot() {
+                        h.withdraw_drain_close();
+                    }
                     *self.times() = Times::default();
+                    self.reset_counts();
                     self.metrics.draining.set(0);
                     self.metrics.drain_remaining.set(0);
+                    self.set_over_budget(false);
                     self.deadline_tx.send_replace(None);
                     self.set_phase(Phase::Serving);
                     return true;
@@ -296,6 +329,18 @@ impl Drain {
         *self.deadline_tx.borrow()
     }
 
+    /// The phase as it changes, for tasks that act at a phase (the HTTP front end
+    /// closing idle keep-alive connections over the window).
+    pub fn phase_changes(&self) -> watch::Receiver<Phase> {
+        self.phase_tx.subscribe()
+    }
+
+    /// The deadline as it moves, for tasks that act at it (cutting HTTP responses
+    /// still in flight).
+    pub fn deadline_changes(&self) -> watch::Receiver<Option<Instant>> {
+        self.deadline_tx.subscribe()
+    }
+
     /// Resolves when the deadline moves (more connections than announced, a stall, an
     /// escalation).
     pub async fn deadline_changed(&self) {
@@ -326,6 +371,12 @@ impl Drain {
         self.phase_tx.send_replace(phase);
     }
 
+    /// Records whether the drain under way is over the fleet budget (status and gauge).
+    fn set_over_budget(&self, over: bool) {
+        self.over_budget.store(over, Ordering::Relaxed);
+        self.metrics.drain_over_budget.set(i64::from(over));
+    }
+
     fn set_deadline(&self, at: Instant) {
         self.deadline_tx.send_replace(Some(at));
     }
@@ -334,22 +385,26 @@ impl Drain {
         self.times.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Accounts for a relay that ended. Only the drain's own closes count here: a close
-    /// asked for by `/shed` or `--max-connection-age` is counted under its own reason
-    /// when it is asked for; a connection cut at the deadline is the drain's. Called
-    /// while the connection is still registered (so it is not yet among the remaining).
-    pub fn connection_ended(&self, handle: &ConnHandle) {
-        if self.phase() < Phase::Staggering {
+    /// Accounts for a relay that ended, and takes it out of the registry. Only the
+    /// drain's own closes count here: a close asked for by `/shed` or
+    /// `--max-connection-age` is counted under its own reason when it is asked for; a
+    /// connection cut at the deadline is the drain's. The close is counted while the
+    /// connection is still registered, so the drain sees the registry empty (and
+    /// reports "done") only once every close is in its counters; the remaining gauge
+    /// is set after it left, under a lock, from the registry itself: the registry only
+    /// shrinks while sealed, so the gauge only goes down and ends exact, whatever the
+    /// threads' interleaving.
+    pub fn connection_ended(&self, registration: Registration) {
+        let counted = self.count_end(&registration.handle);
+        drop(registration);
+        if !counted {
             return;
         }
-        let counter = match (handle.command(), handle.close_reason()) {
-            (Command::Close, Some(CloseReason::Drain)) => &self.closed_by_schedule,
-            (Command::Abort, _) => &self.closed_by_deadline,
-            _ => return,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let remaining = self.connections.len().saturating_sub(1);
-        self.metrics.drain_closed.inc();
+        let _books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        if self.phase() < Phase::Staggering {
+            return; // cancelled meanwhile
+        }
+        let remaining = self.connections.len();
         self.metrics.drain_remaining.set(remaining as i64);
         let at_start = self.open_at_stagger.load(Ordering::Relaxed);
         if at_start > 0 {
@@ -357,6 +412,21 @@ impl Drain {
                 .drain_progress
                 .set(1.0 - (remaining as f64 / at_start as f64).min(1.0));
         }
+    }
+
+    /// Counts one ended relay in this drain's figures; true when it was the drain's.
+    fn count_end(&self, handle: &ConnHandle) -> bool {
+        if self.phase() < Phase::Staggering {
+            return false;
+        }
+        let counter = match (handle.command(), handle.close_reason()) {
+            (Command::Close, Some(CloseReason::Drain)) => &self.closed_by_schedule,
+            (Command::Abort, _) => &self.closed_by_deadline,
+            _ => return false,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.drain_closed.inc();
+        true
     }
 
     /// The status document of `GET /drain`.
@@ -380,6 +450,10 @@ impl Drain {
             started: times.started.map(rfc3339),
             deadline: left.map(|l| rfc3339(SystemTime::now() + l)),
             deadline_in_ms: left.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+            budget_per_pod: Some(self.settings.pod_budget()).filter(|b| *b > 0.0),
+            over_budget: self.over_budget.load(Ordering::Relaxed),
+            sse_open: self.metrics.sse_active.get(),
+            http_in_flight: self.metrics.http_in_flight.get(),
         }
     }
 }

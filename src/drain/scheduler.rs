@@ -2,19 +2,21 @@
 //! can last.
 //!
 //! Closing every client at once is what makes a reconnect storm. The scheduler spreads
-//! the closes evenly over the drain window (and no faster than `--drain-max-rate`), in
+//! the closes evenly over the drain window (and no faster than `--drain-max-rate` or
+//! this pod's share of the fleet budget, `--fleet-max-rate / --max-concurrent-drains`:
+//! rates of independent drains add, so K pods at R/K each keep the fleet at R), in
 //! a random order chosen by the caller, and paces catch-up after a stall. It is the one
 //! place that knows the drain's arithmetic: the controller (`drain/controller.rs`),
 //! `POST /shed`, the exit bound of the process and the injector's
-//! `terminationGracePeriodSeconds` all ask [`DrainSettings`]. Flags come in once,
-//! through `From<&DrainFlags>`; durations and instants go out. Nothing here can panic on
+//! `terminationGracePeriodSeconds` all ask [`DrainSettings`] (the plan of
+//! `drain/plan.rs`); durations and instants go out. Nothing here can panic on
 //! a setting: the parsers bound every value, and every conversion saturates anyway.
 
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use crate::cli::DrainFlags;
+use super::plan::DrainSettings;
 
 /// How far above the planned rate closes may run while catching up.
 pub const PACE_FACTOR: f64 = 1.25;
@@ -23,39 +25,62 @@ pub const PACE_FACTOR: f64 = 1.25;
 /// that adding it to an `Instant` cannot overflow.
 pub const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// The drain plan: built once from the flags, shared by the drain, `/shed`, the admin
-/// port and the process's exit logic, so they all agree on one deadline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DrainSettings {
-    /// Announce phase length (`--drain-delay`).
-    pub delay: Duration,
-    /// Stagger window (`--drain-window`).
-    pub window: Duration,
-    /// Closes per second at most (`--drain-max-rate`, 0 = no limit).
-    pub max_rate: f64,
-    /// Time for close handshakes after the stagger (`--close-timeout`).
-    pub close_timeout: Duration,
-    /// Upper bound of the reconnect hint (`--reconnect-jitter`).
-    pub reconnect_jitter: Duration,
-}
-
-impl From<&DrainFlags> for DrainSettings {
-    fn from(f: &DrainFlags) -> Self {
-        DrainSettings {
-            delay: f.drain_delay,
-            window: f.drain_window,
-            max_rate: f.drain_max_rate,
-            close_timeout: f.close_timeout,
-            reconnect_jitter: f.reconnect_jitter,
-        }
-    }
-}
+/// What a drain's end keeps of the grace period besides the announce phase and the close
+/// timeout: the exit logic's second, and one to spare.
+pub const GRACE_RESERVE: Duration = Duration::from_secs(2);
 
 impl DrainSettings {
+    /// Closes per second this pod may send under the fleet budget: `--fleet-max-rate`
+    /// divided by `--max-concurrent-drains`; 0 = no budget.
+    pub fn pod_budget(&self) -> f64 {
+        if self.fleet_max_rate > 0.0 {
+            self.fleet_max_rate / f64::from(self.max_concurrent_drains.max(1))
+        } else {
+            0.0
+        }
+    }
+
+    /// The per-pod close rate limit: the lower of `--drain-max-rate` and the fleet
+    /// budget's share; 0 = no limit.
+    pub fn rate_limit(&self) -> f64 {
+        match (self.max_rate, self.pod_budget()) {
+            (r, 0.0) | (0.0, r) => r,
+            (r, b) => r.min(b),
+        }
+    }
+
+    /// The longest stagger the grace period leaves room for; `None` when the grace
+    /// period is not known.
+    pub fn stagger_bound(&self) -> Option<Duration> {
+        (!self.grace_period.is_zero()).then(|| {
+            self.grace_period
+                .saturating_sub(self.delay)
+                .saturating_sub(self.close_timeout)
+                .saturating_sub(GRACE_RESERVE)
+        })
+    }
+
     /// How long a stagger of `n` connections lasts: the window, or longer under a rate
-    /// limit.
+    /// limit (`--drain-max-rate`, the fleet budget), but never past what the grace period
+    /// leaves (a window set longer than that is kept as set).
     pub fn stagger_length(&self, n: usize) -> Duration {
-        stagger_length(n, self.window, self.max_rate)
+        let wanted = stagger_length(n, self.window, self.rate_limit());
+        match self.stagger_bound() {
+            Some(bound) => wanted.min(bound.max(self.window)),
+            None => wanted,
+        }
+    }
+
+    /// True when `n` connections cannot be closed within the grace period at the fleet
+    /// budget's per-pod rate: the drain then uses the grace period fully and closes
+    /// faster than its share.
+    pub fn over_budget(&self, n: usize) -> bool {
+        let budget = self.pod_budget();
+        if budget <= 0.0 || n == 0 {
+            return false;
+        }
+        let length = self.stagger_length(n).as_secs_f64();
+        length <= 0.0 || n as f64 / length > budget * (1.0 + 1e-9)
     }
 
     /// The most a drain of `n` connections takes from its trigger: announce + stagger +
@@ -174,14 +199,15 @@ pub struct Stagger {
 }
 
 impl Stagger {
-    /// A stagger of `n` closes starting now, over `window` under `max_rate`.
-    pub fn new(n: usize, window: Duration, max_rate: f64) -> Stagger {
+    /// A stagger of `n` closes starting now, evenly spread over `length` (from
+    /// [`DrainSettings::stagger_length`], or zero for all at once).
+    pub fn new(n: usize, length: Duration) -> Stagger {
         let start = Instant::now();
-        let length = stagger_length(n, window, max_rate);
+        let length = length.min(FOREVER);
         Stagger {
             start,
             n,
-            spacing: spacing(n, window, max_rate),
+            spacing: length.as_secs_f64() / n.max(1) as f64,
             length,
             next: 0,
             pacer: Pacer::new(n, length, start),
@@ -256,10 +282,70 @@ mod tests {
             window: Duration::from_secs(30),
             max_rate: 10.0,
             close_timeout: Duration::from_secs(5),
-            reconnect_jitter: Duration::from_secs(5),
+            ..DrainSettings::default()
         };
         assert_eq!(s.total_length(100), Duration::from_secs(40));
         assert_eq!(s.total_length(1000), Duration::from_secs(110));
+    }
+
+    #[test]
+    fn the_fleet_budget_divides_the_rate_and_the_grace_period_bounds_the_stretch() {
+        let mut s = DrainSettings {
+            window: Duration::from_secs(2),
+            fleet_max_rate: 100.0,
+            max_concurrent_drains: 4,
+            ..DrainSettings::default()
+        };
+        assert_eq!(s.pod_budget(), 25.0);
+        assert_eq!(s.stagger_length(1000), Duration::from_secs(40));
+        assert!(!s.over_budget(1000));
+        // --drain-max-rate still wins when it is lower; the budget when it is.
+        s.max_rate = 10.0;
+        assert_eq!(s.rate_limit(), 10.0);
+        s.max_rate = 50.0;
+        assert_eq!(s.rate_limit(), 25.0);
+        // 90 s grace - 5 s delay - 5 s close timeout - 2 s reserve = 78 s of stagger.
+        s.grace_period = Duration::from_secs(90);
+        assert_eq!(s.stagger_bound(), Some(Duration::from_secs(78)));
+        assert_eq!(s.stagger_length(1000), Duration::from_secs(40));
+        assert_eq!(s.stagger_length(5000), Duration::from_secs(78));
+        assert!(s.over_budget(5000) && !s.over_budget(1950));
+        assert!(s.total_length(5000) <= s.grace_period);
+        // A window set longer than the grace period allows is kept as set.
+        s.window = Duration::from_secs(100);
+        assert_eq!(s.stagger_length(10), Duration::from_secs(100));
+        // No budget: nothing changes.
+        let plain = DrainSettings::default();
+        assert_eq!(plain.pod_budget(), 0.0);
+        assert!(!plain.over_budget(1_000_000));
+        assert_eq!(plain.stagger_length(1_000_000), plain.window);
+    }
+
+    #[test]
+    fn stratified_hints_keep_arrivals_within_the_budget() {
+        // Closes at (i + ½)·L/n plus hints (i + ½)·J/n arrive evenly over L + J, so the
+        // clients that honour the hint arrive slower than the closes go out.
+        let s = DrainSettings {
+            fleet_max_rate: 100.0,
+            max_concurrent_drains: 4,
+            reconnect_jitter: Duration::from_secs(5),
+            ..DrainSettings::default()
+        };
+        let n = 1000;
+        let length = s.stagger_length(n).as_secs_f64();
+        let mut arrivals: Vec<f64> = (0..n)
+            .map(|i| {
+                (i as f64 + 0.5) * length / n as f64
+                    + f64::from(crate::hint::stratified(i, n, s.reconnect_jitter)) / 1000.0
+            })
+            .collect();
+        arrivals.sort_by(f64::total_cmp);
+        let mut per_second = vec![0usize; arrivals[n - 1] as usize + 1];
+        for a in &arrivals {
+            per_second[*a as usize] += 1;
+        }
+        let peak = per_second.iter().copied().max().unwrap_or(0);
+        assert!(peak as f64 <= s.pod_budget(), "{per_second:?}");
     }
 
     #[test]
@@ -305,7 +391,7 @@ mod tests {
             window: Duration::MAX,
             max_rate: f64::MIN_POSITIVE,
             close_timeout: Duration::MAX,
-            reconnect_jitter: Duration::ZERO,
+            ..DrainSettings::default()
         };
         assert_eq!(s.total_length(usize::MAX), FOREVER);
         let _ = Pacer::new(usize::MAX, Duration::from_nanos(1), Instant::now())
@@ -314,7 +400,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stagger_hands_out_each_turn_once_in_its_slot() {
-        let mut s = Stagger::new(4, Duration::from_secs(4), 0.0);
+        let mut s = Stagger::new(4, Duration::from_secs(4));
         let start = s.start();
         let mut seen = Vec::new();
         while let Some(i) = s.wait_turn().await {

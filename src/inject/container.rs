@@ -1,16 +1,18 @@
 //! The sidecar container and the pieces of the pod that point at it (token volume, the
-//! app's preStop hook), built from the settings of one pod.
+//! TLS Secret's volume, the app's preStop hook), built from the settings of one pod.
 //!
 //! Kept apart from the decision logic in `mod.rs` so that what the sidecar looks like
 //! (flags, probes, security context) can be read in one place. The container args use
-//! exactly the flag names of `wsdrain proxy`.
+//! exactly the flag names of `wsdrain proxy`; the drain's are written by the drain plan's
+//! own table (`drain/plan.rs`).
 //!
 //! Flow: [`super::Settings`] of one pod in; the sidecar container and its volume, probes
 //! and hook out, as JSON for `mod.rs` to place.
 
 use serde_json::{Value, json};
 
-use super::settings::{Settings, format_duration};
+use super::settings::Settings;
+use crate::drain::plan;
 
 /// Name of the injected container.
 pub const SIDECAR_NAME: &str = "wsdrain";
@@ -20,6 +22,10 @@ pub const TOKEN_VOLUME: &str = "wsdrain-admin-token";
 pub const TOKEN_DIR: &str = "/var/run/wsdrain";
 /// The token file inside [`TOKEN_DIR`].
 pub const TOKEN_FILE: &str = "admin-token";
+/// Name of the volume holding the TLS Secret of `wsdrain.io/tls-secret`.
+pub const TLS_VOLUME: &str = "wsdrain-tls";
+/// Where the TLS Secret is mounted in the sidecar (`--tls-dir`).
+pub const TLS_DIR: &str = "/etc/wsdrain/tls";
 /// Name of the sidecar's admin port.
 pub const ADMIN_PORT_NAME: &str = "wsdrain-admin";
 /// Name of the sidecar's client port when no app port was taken over.
@@ -29,22 +35,33 @@ pub const CLIENT_PORT_NAME: &str = "wsdrain";
 /// [`CLIENT_PORT_NAME`]), `upstream` the app's port number.
 pub fn sidecar(settings: &Settings, client_port_name: &str, upstream: u16) -> Value {
     let s = settings;
-    let args = vec![
+    let mut args = vec![
         "proxy".to_string(),
         format!("--listen=0.0.0.0:{}", s.listen_port),
         format!("--upstream=127.0.0.1:{upstream}"),
         format!("--admin=0.0.0.0:{}", s.admin_port),
-        format!("--drain-delay={}", format_duration(s.drain_delay)),
-        format!("--drain-window={}", format_duration(s.drain_window)),
-        format!("--drain-max-rate={}", s.drain_max_rate),
-        format!("--close-timeout={}", format_duration(s.close_timeout)),
-        format!("--close-code={}", s.close_code),
-        format!("--reconnect-jitter={}", format_duration(s.reconnect_jitter)),
+    ];
+    args.extend(plan::args(&s.drain));
+    args.extend([
         format!("--max-connections={}", s.max_connections),
         format!("--max-message-size={}", s.max_message_size),
         format!("--admin-token-file={TOKEN_DIR}/{TOKEN_FILE}"),
         "--log-format=json".to_string(),
-    ];
+    ]);
+    let mut env =
+        vec![json!({"name": "TOKIO_WORKER_THREADS", "value": s.worker_threads.to_string()})];
+    if s.pod_deletion_cost {
+        args.push("--pod-deletion-cost".to_string());
+        env.push(json!({
+            "name": "POD_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        }));
+    }
+    let mut mounts = vec![json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true})];
+    if s.tls_secret.is_some() {
+        args.push(format!("--tls-dir={TLS_DIR}"));
+        mounts.push(json!({"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": true}));
+    }
     let probe = |path: &str, period: u32, failures: u32| {
         json!({
             "httpGet": {"path": path, "port": s.admin_port},
@@ -58,9 +75,7 @@ pub fn sidecar(settings: &Settings, client_port_name: &str, upstream: u16) -> Va
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy,
         "args": args,
-        "env": [
-            {"name": "TOKIO_WORKER_THREADS", "value": s.worker_threads.to_string()},
-        ],
+        "env": env,
         "ports": [
             {"name": client_port_name, "containerPort": s.listen_port, "protocol": "TCP"},
             {"name": ADMIN_PORT_NAME, "containerPort": s.admin_port, "protocol": "TCP"},
@@ -80,9 +95,7 @@ pub fn sidecar(settings: &Settings, client_port_name: &str, upstream: u16) -> Va
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true},
-        ],
+        "volumeMounts": mounts,
     });
     if !s.classic
         && let Some(obj) = c.as_object_mut()
@@ -113,6 +126,37 @@ fn resources(s: &Settings) -> Value {
     Value::Object(r)
 }
 
+/// The Role and RoleBinding that let the pods of `service_account` in `namespace` patch
+/// pods, for `--pod-deletion-cost`. RBAC cannot name pods a ReplicaSet has not created
+/// yet, so the grant covers every pod of the namespace: the widening `docs/inject.md`
+/// describes. Both carry [`GENERATED_LABEL`], so `wsdrain uninject` removes them.
+pub fn deletion_cost_rbac(namespace: &str, service_account: &str) -> [Value; 2] {
+    let name = format!("wsdrain-pod-deletion-cost-{service_account}");
+    let meta = json!({
+        "name": name,
+        "namespace": namespace,
+        "labels": {GENERATED_LABEL: "true"},
+    });
+    [
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        }),
+    ]
+}
+
+/// Label of the objects `wsdrain inject` adds besides pod templates (RBAC).
+pub const GENERATED_LABEL: &str = "wsdrain.io/generated";
+
 /// The downward-API volume that turns the pod's `wsdrain.io/admin-token` annotation
 /// into the file the sidecar reads with `--admin-token-file`.
 pub fn token_volume(annotation: &str) -> Value {
@@ -124,6 +168,18 @@ pub fn token_volume(annotation: &str) -> Value {
                 "fieldRef": {"fieldPath": format!("metadata.annotations['{annotation}']")},
             }],
         },
+    })
+}
+
+/// The volume with the TLS Secret `secret` (`tls.crt`, `tls.key`), for `--tls-dir`.
+/// Mounted as a directory, not with `subPath`, so the kubelet's updates reach the
+/// sidecar and a renewed certificate is served without a restart. The Secret's default
+/// file mode (0644) is kept: the sidecar runs as a non-root user the files do not
+/// belong to, and only the sidecar mounts the volume.
+pub fn tls_volume(secret: &str) -> Value {
+    json!({
+        "name": TLS_VOLUME,
+        "secret": {"secretName": secret},
     })
 }
 

@@ -13,7 +13,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{InjectConfig, Outcome, inject_pod};
+use super::concurrency::{Cluster, Concurrency};
+use super::{CONCURRENT_DRAINS_ANNOTATION, InjectConfig, Outcome, inject_pod};
 
 /// Why a manifest stream could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -164,10 +165,13 @@ pub fn render(format: Format, docs: &[Value]) -> Result<String, InjectError> {
 /// annotations and `cfg.all` opt pods in.
 pub fn inject_documents(input: &str, cfg: &InjectConfig) -> Result<Output, InjectError> {
     let (format, mut docs) = parse(input)?;
+    let cluster = Cluster::from_documents(&docs);
     let mut warnings = Vec::new();
     let mut injected = 0;
+    let mut rbac: Vec<(String, String)> = Vec::new();
     for (i, doc) in docs.iter_mut().enumerate() {
-        for_each_template(doc, &format!("document {}", i + 1), &mut |found| {
+        let place = format!("document {}", i + 1);
+        for_each_template(doc, &place, Some(&cluster), &mut |found| {
             let Some(template) = found.template else {
                 warnings.push(format!(
                     "{}: no pod template at {}; left as is",
@@ -180,9 +184,42 @@ pub fn inject_documents(input: &str, cfg: &InjectConfig) -> Result<Output, Injec
                 .and_then(|m| m.get("annotations"))
                 .and_then(|a| a.get(super::INJECT_ANNOTATION))
                 .is_some();
-            let report = inject_pod(template, cfg, false);
+            let wants_rbac = template_settings(template, cfg).pod_deletion_cost;
+            let budgeted = found
+                .concurrency
+                .as_ref()
+                .and_then(|c| with_concurrency(template, cfg, c));
+            let report = inject_pod(template, budgeted.as_ref().map_or(cfg, |b| &b.0), false);
             if matches!(report.outcome, Outcome::Injected | Outcome::Upgraded) {
                 injected += 1;
+                if wants_rbac {
+                    let sa = template
+                        .get("spec")
+                        .and_then(|s| s.get("serviceAccountName"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("default")
+                        .to_string();
+                    let ns = found.namespace.clone().unwrap_or_else(|| {
+                        warnings.push(format!(
+                            "{}: no metadata.namespace: the RoleBinding for wsdrain.io/pod-deletion-cost names the ServiceAccount in namespace default",
+                            found.who
+                        ));
+                        "default".into()
+                    });
+                    if !rbac.contains(&(ns.clone(), sa.clone())) {
+                        warnings.push(format!(
+                            "{}: wsdrain.io/pod-deletion-cost: added Role and RoleBinding wsdrain-pod-deletion-cost-{sa} in {ns}, letting ServiceAccount {sa} patch every pod of the namespace (RBAC cannot name pods not yet created)",
+                            found.who
+                        ));
+                        rbac.push((ns, sa));
+                    }
+                }
+                if let (Some(c), Some((b, rate))) = (&found.concurrency, &budgeted) {
+                    let drain = template_settings(template, b).drain_bound();
+                    let lines = fleet_report(c, *rate)
+                        .chain(min_ready_warning(c, drain.as_secs_f64().ceil() as u64));
+                    warnings.extend(lines.map(|w| format!("{}: {w}", found.who)));
+                }
             }
             if !found.pointer.is_empty() && found.workload_asks && !template_asks {
                 warnings.push(format!(
@@ -200,11 +237,79 @@ pub fn inject_documents(input: &str, cfg: &InjectConfig) -> Result<Output, Injec
             );
         });
     }
+    for (ns, sa) in &rbac {
+        docs.extend(super::container::deletion_cost_rbac(ns, sa));
+    }
     Ok(Output {
         text: render(format, &docs)?,
         warnings,
         injected,
     })
+}
+
+/// The injection settings of a template: the defaults under its annotations.
+fn template_settings(template: &Map<String, Value>, cfg: &InjectConfig) -> super::Settings {
+    let empty = Map::new();
+    let ann = template
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    cfg.defaults.with_overrides(ann, &mut Vec::new())
+}
+
+/// The config for a pod template under a fleet budget whose K is not set by hand: the
+/// defaults with K worked out from the workload, and the pod's `--fleet-max-rate`.
+/// `None` when there is no budget or the template sets K itself.
+fn with_concurrency(
+    template: &Map<String, Value>,
+    cfg: &InjectConfig,
+    c: &Concurrency,
+) -> Option<(InjectConfig, f64)> {
+    let empty = Map::new();
+    let ann = template
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    if ann.contains_key(CONCURRENT_DRAINS_ANNOTATION) {
+        return None;
+    }
+    let settings = template_settings(template, cfg);
+    if settings.drain.fleet_max_rate <= 0.0 {
+        return None;
+    }
+    let mut cfg = cfg.clone();
+    cfg.defaults.drain.max_concurrent_drains = c.k;
+    Some((cfg, settings.drain.fleet_max_rate))
+}
+
+/// The rollout bound's condition, when it does not hold: `minReadySeconds` shorter than
+/// the drain lets a fast rollout run ahead of the draining pods.
+fn min_ready_warning(c: &Concurrency, drain_secs: u64) -> Option<String> {
+    let min_ready = c.min_ready_seconds?;
+    (min_ready < drain_secs && c.rollout < c.replicas).then(|| {
+        format!(
+            "spec.minReadySeconds is {min_ready} but a pod's drain takes up to {drain_secs} s: terminating pods do not count against maxSurge/maxUnavailable, so a rollout with a fast start-up moves on and more than {} pods drain at once; set spec.minReadySeconds: {drain_secs} (K assumes it)",
+            c.rollout
+        )
+    })
+}
+
+/// What `inject` says about a budgeted workload: K and where it comes from, then the
+/// notes.
+fn fleet_report(c: &Concurrency, fleet_max_rate: f64) -> impl Iterator<Item = String> {
+    let scale_down = c
+        .scale_down
+        .map_or_else(|| "no HPA".to_string(), |n| format!("HPA scale-down {n}"));
+    let summary = format!(
+        "fleet budget: {CONCURRENT_DRAINS_ANNOTATION} = {} (rollout {}, {scale_down}, evictions {}), so each pod drains at most {}/s",
+        c.k,
+        c.rollout,
+        c.eviction,
+        fleet_max_rate / f64::from(c.k)
+    );
+    std::iter::once(summary).chain(c.notes.iter().map(ToString::to_string))
 }
 
 /// `kind namespace/name` of an object, for messages.
@@ -241,10 +346,18 @@ fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
 /// template that cannot be uninjected is left as is with a warning naming the reason.
 pub fn uninject_documents(input: &str) -> Result<Output, InjectError> {
     let (format, mut docs) = parse(input)?;
+    docs.retain(|d| {
+        d.pointer(&format!(
+            "/metadata/labels/{}",
+            super::container::GENERATED_LABEL.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+            != Some("true")
+    });
     let mut warnings = Vec::new();
     let mut changed = 0;
     for (i, doc) in docs.iter_mut().enumerate() {
-        for_each_template(doc, &format!("document {}", i + 1), &mut |found| {
+        for_each_template(doc, &format!("document {}", i + 1), None, &mut |found| {
             let Some(template) = found.template else {
                 return;
             };
@@ -274,10 +387,20 @@ struct Found<'a> {
     pointer: &'static str,
     /// The workload's own metadata carries the inject annotation.
     workload_asks: bool,
+    /// How many of its pods may drain at once, for a Deployment or StatefulSet.
+    concurrency: Option<Concurrency>,
+    /// The workload's namespace, when its manifest names one.
+    namespace: Option<String>,
 }
 
-/// Calls `f` with every workload in `doc` that has a pod template (Lists included).
-fn for_each_template(doc: &mut Value, place: &str, f: &mut dyn FnMut(Found<'_>)) {
+/// Calls `f` with every workload in `doc` that has a pod template (Lists included);
+/// with a `cluster`, each workload's concurrency is worked out against it.
+fn for_each_template(
+    doc: &mut Value,
+    place: &str,
+    cluster: Option<&Cluster>,
+    f: &mut dyn FnMut(Found<'_>),
+) {
     let Some(obj) = doc.as_object_mut() else {
         return;
     };
@@ -294,7 +417,7 @@ fn for_each_template(doc: &mut Value, place: &str, f: &mut dyn FnMut(Found<'_>))
     if kind.ends_with("List") {
         if let Some(items) = obj.get_mut("items").and_then(Value::as_array_mut) {
             for (j, item) in items.iter_mut().enumerate() {
-                for_each_template(item, &format!("{place}, item {}", j + 1), f);
+                for_each_template(item, &format!("{place}, item {}", j + 1), cluster, f);
             }
         }
         return;
@@ -308,6 +431,12 @@ fn for_each_template(doc: &mut Value, place: &str, f: &mut dyn FnMut(Found<'_>))
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get(super::INJECT_ANNOTATION))
         .is_some();
+    let concurrency = cluster.and_then(|c| c.concurrency(obj));
+    let namespace = obj
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let template = if pointer.is_empty() {
         Some(obj)
     } else {
@@ -319,5 +448,7 @@ fn for_each_template(doc: &mut Value, place: &str, f: &mut dyn FnMut(Found<'_>))
         kind: &kind,
         pointer,
         workload_asks,
+        concurrency,
+        namespace,
     });
 }

@@ -12,6 +12,7 @@
 //! patched pod and warnings out.
 
 pub mod command;
+pub mod concurrency;
 pub mod container;
 pub mod documents;
 pub mod istio;
@@ -45,6 +46,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const UNDO_ANNOTATION: &str = "wsdrain.io/undo";
 /// Pod annotation holding the admin token; see `docs/inject.md` for why it lives here.
 pub const TOKEN_ANNOTATION: &str = "wsdrain.io/admin-token";
+/// Pod annotation with the number of pods of its workload that may drain at once,
+/// written under a fleet budget (worked out by `wsdrain inject` from the workload).
+pub const CONCURRENT_DRAINS_ANNOTATION: &str = "wsdrain.io/max-concurrent-drains";
 /// Seconds added to the drain bound for `terminationGracePeriodSeconds`.
 pub const GRACE_MARGIN_SECS: u64 = 10;
 /// The grace period Kubernetes applies when a pod does not set one.
@@ -429,6 +433,18 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
         );
     }
 
+    // Time for the whole drain before the kubelet kills the pod; under a fleet budget
+    // the sidecar is told the grace period, so its stretched stagger ends within it.
+    let need = settings.drain_bound().as_secs_f64().ceil() as u64 + GRACE_MARGIN_SECS;
+    let current = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_u64);
+    let grace = need.max(current.unwrap_or(DEFAULT_GRACE_SECS));
+    let fleet_budget = settings.drain.fleet_max_rate > 0.0;
+    if fleet_budget {
+        settings.drain.grace_period = std::time::Duration::from_secs(grace);
+    }
+
     // The sidecar, native (init container, restartPolicy Always) or classic.
     let mut sidecar = container::sidecar(&settings, &client_port_name, upstream);
     if client_port_name.is_empty()
@@ -454,15 +470,12 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
     };
     array_at(spec, list).push(sidecar);
     array_at(spec, "volumes").push(container::token_volume(TOKEN_ANNOTATION));
+    if let Some(secret) = &settings.tls_secret {
+        array_at(spec, "volumes").push(container::tls_volume(secret));
+    }
 
-    // Time for the whole drain before the kubelet kills the pod.
-    let need = settings.drain_bound().as_secs_f64().ceil() as u64 + GRACE_MARGIN_SECS;
-    let current = spec
-        .get("terminationGracePeriodSeconds")
-        .and_then(Value::as_u64);
     if current.unwrap_or(DEFAULT_GRACE_SECS) < need || current.is_none() {
-        let value = need.max(current.unwrap_or(DEFAULT_GRACE_SECS));
-        spec.insert("terminationGracePeriodSeconds".into(), Value::from(value));
+        spec.insert("terminationGracePeriodSeconds".into(), Value::from(grace));
     }
 
     // A classic mesh proxy must outlive the drain.
@@ -479,6 +492,11 @@ fn apply(pod: &mut Map<String, Value>, cfg: &InjectConfig, warnings: &mut Vec<St
     add_prometheus(ann, settings.admin_port, warnings);
     if meshed {
         istio::exclude_from_capture(ann, settings.admin_port, warnings);
+    }
+    // Under a fleet budget, the K the sidecar drains with, for the webhook and people.
+    if fleet_budget {
+        ann.entry(CONCURRENT_DRAINS_ANNOTATION)
+            .or_insert_with(|| Value::String(settings.drain.max_concurrent_drains.to_string()));
     }
     ann.insert(INJECTED_ANNOTATION.into(), Value::String("true".into()));
     ann.insert(VERSION_ANNOTATION.into(), Value::String(VERSION.into()));

@@ -15,10 +15,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::cli::InjectDefaults;
-use crate::values::{
-    parse_close_code, parse_drain_phase, parse_jitter, parse_name, parse_quantity, parse_rate,
-    parse_size,
-};
+use crate::drain::{DrainSettings, plan};
+pub use crate::values::format_duration;
+use crate::values::{parse_name, parse_quantity, parse_size};
 
 /// Prefix of every wsdrain annotation.
 pub const PREFIX: &str = "wsdrain.io/";
@@ -45,18 +44,8 @@ pub struct Settings {
     pub listen_port: u16,
     /// Sidecar admin port.
     pub admin_port: u16,
-    /// Sidecar `--drain-delay`.
-    pub drain_delay: Duration,
-    /// Sidecar `--drain-window`.
-    pub drain_window: Duration,
-    /// Sidecar `--drain-max-rate`.
-    pub drain_max_rate: f64,
-    /// Sidecar `--close-timeout`.
-    pub close_timeout: Duration,
-    /// Sidecar `--close-code`.
-    pub close_code: u16,
-    /// Sidecar `--reconnect-jitter`.
-    pub reconnect_jitter: Duration,
+    /// The sidecar's drain plan (every row of [`plan::SETTINGS`]).
+    pub drain: DrainSettings,
     /// Sidecar `--max-connections`.
     pub max_connections: u32,
     /// Sidecar `--max-message-size`.
@@ -73,6 +62,12 @@ pub struct Settings {
     pub worker_threads: u32,
     /// Regular container instead of a native sidecar.
     pub classic: bool,
+    /// Sidecar `--pod-deletion-cost` (annotation `wsdrain.io/pod-deletion-cost`): the
+    /// sidecar patches its own pod, and `wsdrain inject` adds the RBAC for it.
+    pub pod_deletion_cost: bool,
+    /// TLS Secret the sidecar serves `wss://` with (`wsdrain.io/tls-secret`), mounted
+    /// read-only and passed as `--tls-dir`; `None` = plaintext.
+    pub tls_secret: Option<String>,
     /// Minor version of the target cluster (`--kubernetes-version 1.31` = 31); `None` =
     /// a current cluster. Below 1.32 a named-port takeover forces the classic sidecar.
     pub kubernetes_minor: Option<u32>,
@@ -88,12 +83,7 @@ impl From<&InjectDefaults> for Settings {
             upstream_port: None,
             listen_port: d.listen_port,
             admin_port: d.admin_port,
-            drain_delay: d.drain.drain_delay,
-            drain_window: d.drain.drain_window,
-            drain_max_rate: d.drain.drain_max_rate,
-            close_timeout: d.drain.close_timeout,
-            close_code: d.drain.close_code,
-            reconnect_jitter: d.drain.reconnect_jitter,
+            drain: d.drain.clone(),
             max_connections: d.max_connections,
             max_message_size: d.max_message_size,
             cpu_request: d.cpu_request.clone(),
@@ -102,6 +92,8 @@ impl From<&InjectDefaults> for Settings {
             memory_limit: d.memory_limit.clone(),
             worker_threads: d.worker_threads,
             classic: d.classic,
+            pod_deletion_cost: false,
+            tls_secret: None,
             kubernetes_minor: d.kubernetes_version,
         }
     }
@@ -147,6 +139,9 @@ impl Settings {
 
     /// Applies one override; the error says what a valid value looks like.
     fn apply(&mut self, name: &str, raw: &str) -> Result<(), String> {
+        if let Some(result) = plan::apply(&mut self.drain, name, raw) {
+            return result;
+        }
         match name {
             "image" => self.image = parse_image(raw)?,
             "image-pull-policy" => {
@@ -160,12 +155,6 @@ impl Settings {
             "upstream-port" => self.upstream_port = Some(parse_port(raw)?),
             "listen-port" => self.listen_port = parse_port(raw)?,
             "admin-port" => self.admin_port = parse_port(raw)?,
-            "drain-delay" => self.drain_delay = parse_drain_phase(raw)?,
-            "drain-window" => self.drain_window = parse_drain_phase(raw)?,
-            "drain-max-rate" => self.drain_max_rate = parse_rate(raw)?,
-            "close-timeout" => self.close_timeout = parse_drain_phase(raw)?,
-            "close-code" => self.close_code = parse_close_code(raw)?,
-            "reconnect-jitter" => self.reconnect_jitter = parse_jitter(raw)?,
             "max-connections" => {
                 self.max_connections = match raw.parse::<u32>() {
                     Ok(n) if n >= 1 => n,
@@ -183,13 +172,9 @@ impl Settings {
                     _ => return Err("expected a whole number from 1 to 64".into()),
                 }
             }
-            "classic" => {
-                self.classic = match raw {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err("expected \"true\" or \"false\"".into()),
-                }
-            }
+            "tls-secret" => self.tls_secret = Some(parse_name(raw, 253)?),
+            "classic" => self.classic = parse_bool(raw)?,
+            "pod-deletion-cost" => self.pod_deletion_cost = parse_bool(raw)?,
             _ => return Err("unknown wsdrain setting".into()),
         }
         Ok(())
@@ -198,24 +183,15 @@ impl Settings {
     /// The most a drain can take: announce + stagger (stretched by the rate limit at
     /// `--max-connections`) + close timeout — the sidecar's own drain plan, asked.
     pub fn drain_bound(&self) -> Duration {
-        crate::drain::DrainSettings {
-            delay: self.drain_delay,
-            window: self.drain_window,
-            max_rate: self.drain_max_rate,
-            close_timeout: self.close_timeout,
-            reconnect_jitter: self.reconnect_jitter,
-        }
-        .total_length(self.max_connections as usize)
+        self.drain.total_length(self.max_connections as usize)
     }
 }
 
-/// Formats a duration the way the sidecar's flags read it back: `30s`, or `1500ms`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("expected \"true\" or \"false\"".into()),
     }
 }
 

@@ -903,3 +903,189 @@ fn uninject_survives_api_server_defaulting_but_not_reordered_containers() {
         Err(undo::UninjectError::Changed(_))
     ));
 }
+
+#[test]
+fn a_fleet_budget_writes_k_and_the_grace_period_and_uninject_takes_them_back() {
+    let input = std::fs::read_to_string(fixtures_dir().join("fleet-budget.yaml")).expect("fixture");
+    let out = inject_documents(&input, &config(&[])).expect("inject");
+    let docs = documents::parse(&out.text).expect("parse").1;
+    let template = &docs[0]["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["annotations"]["wsdrain.io/max-concurrent-drains"],
+        "2"
+    );
+    // 5 s + 30 s (1,000 connections at 100/2 per second fit the window) + 5 s, plus the
+    // 10 s margin.
+    assert_eq!(template["spec"]["terminationGracePeriodSeconds"], 50);
+    let args = template["spec"]["initContainers"][0]["args"]
+        .as_array()
+        .expect("args");
+    for want in [
+        "--fleet-max-rate=100",
+        "--max-concurrent-drains=2",
+        "--termination-grace-period=50s",
+    ] {
+        assert!(
+            args.iter().any(|a| a == want),
+            "{want} missing from {args:?}"
+        );
+    }
+    // Uninject restores the original, K annotation included.
+    let back = uninject_documents(&out.text).expect("uninject");
+    assert_eq!(
+        documents::parse(&back.text).expect("parse").1,
+        documents::parse(&input).expect("parse").1
+    );
+    // K set by hand wins, and no budget means no K at all.
+    let by_hand = input.replace(
+        "wsdrain.io/fleet-max-rate: \"100\"",
+        "wsdrain.io/fleet-max-rate: \"100\"\n        wsdrain.io/max-concurrent-drains: \"7\"",
+    );
+    let out = inject_documents(&by_hand, &config(&[])).expect("inject");
+    assert!(out.text.contains("--max-concurrent-drains=7"));
+    assert!(!out.warnings.iter().any(|w| w.contains("fleet budget")));
+    let unbudgeted = input.replace("        wsdrain.io/fleet-max-rate: \"100\"\n", "");
+    let out = inject_documents(&unbudgeted, &config(&[])).expect("inject");
+    assert!(!out.text.contains("max-concurrent-drains"));
+    assert!(!out.text.contains("--termination-grace-period"));
+    // The same budget from the command line.
+    let out = inject_documents(&unbudgeted, &config(&["--fleet-max-rate", "100"])).expect("inject");
+    assert!(
+        out.text.contains("--max-concurrent-drains=2"),
+        "{}",
+        out.text
+    );
+}
+
+#[test]
+fn pod_deletion_cost_adds_the_flag_the_pod_name_and_rbac_that_uninject_removes() {
+    let input = std::fs::read_to_string(fixtures_dir().join("deployment-guide.yaml"))
+        .expect("fixture")
+        .replace(
+            "        wsdrain.io/inject: \"true\"\n",
+            "        wsdrain.io/inject: \"true\"\n        wsdrain.io/pod-deletion-cost: \"true\"\n",
+        );
+    let out = inject_documents(&input, &config(&[])).expect("inject");
+    let docs = documents::parse(&out.text).expect("parse").1;
+    let pod = &docs[0]["spec"]["template"]["spec"];
+    let sidecar = &pod["initContainers"][0];
+    assert!(
+        sidecar["args"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "--pod-deletion-cost")),
+        "{sidecar}"
+    );
+    assert_eq!(
+        sidecar["env"][1],
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    );
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(kinds.ends_with(&["Role", "RoleBinding"]), "{kinds:?}");
+    let role = &docs[docs.len() - 2];
+    assert_eq!(role["metadata"]["namespace"], "default");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}])
+    );
+    let binding = &docs[docs.len() - 1];
+    assert_eq!(binding["subjects"][0]["name"], "default");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("patch every pod of the namespace"))
+    );
+    let back = uninject_documents(&out.text).expect("uninject");
+    assert_eq!(
+        documents::parse(&back.text).expect("parse").1,
+        documents::parse(&input).expect("parse").1
+    );
+}
+
+#[test]
+fn the_webhooks_pods_take_the_fleet_budget_and_k_from_their_annotations() {
+    // What the webhook sees: a pod created from a template that carries K.
+    let mut p = pod(
+        json!({
+            "wsdrain.io/inject": "true",
+            "wsdrain.io/fleet-max-rate": "100",
+            "wsdrain.io/max-concurrent-drains": "4",
+            "wsdrain.io/max-connections": "1000",
+        }),
+        json!([{"name": "a", "image": "a", "ports": [{"name": "http", "containerPort": 8080}]}]),
+    );
+    let report = inject_pod(&mut p, &config(&[]), false);
+    assert_eq!(report.outcome, Outcome::Injected, "{:?}", report.warnings);
+    let spec = &p["spec"];
+    // 1,000 connections at 100/4 per second: 40 s, so 5 + 40 + 5 + the 10 s margin.
+    assert_eq!(spec["terminationGracePeriodSeconds"], 60);
+    let args = spec["initContainers"][0]["args"].as_array().expect("args");
+    for want in [
+        "--fleet-max-rate=100",
+        "--max-concurrent-drains=4",
+        "--termination-grace-period=60s",
+    ] {
+        assert!(
+            args.iter().any(|a| a == want),
+            "{want} missing from {args:?}"
+        );
+    }
+    assert_eq!(
+        p["metadata"]["annotations"]["wsdrain.io/max-concurrent-drains"],
+        "4"
+    );
+}
+
+#[test]
+fn a_tls_secret_annotation_mounts_the_secret_and_sets_tls_dir() {
+    let input = input_docs("deployment-guide.yaml");
+    let mut pod = input[0]["spec"]["template"].clone();
+    pod["metadata"]["annotations"]["wsdrain.io/tls-secret"] = json!("websocket-tls");
+    let text = serde_json::to_string(&json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "annotations": pod["metadata"]["annotations"]},
+        "spec": pod["spec"]}))
+    .expect("json");
+    let out = documents::inject_documents(&text, &config(&[])).expect("injects");
+    let docs = documents::parse(&out.text).expect("parse").1;
+    let spec = &docs[0]["spec"];
+    let side = container(&spec["initContainers"], "wsdrain");
+    assert!(args(side).contains(&"--tls-dir=/etc/wsdrain/tls"));
+    let mount = side["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "wsdrain-tls")
+        .expect("the TLS mount");
+    assert_eq!(mount["mountPath"], "/etc/wsdrain/tls");
+    assert_eq!(mount["readOnly"], true);
+    assert!(
+        mount.get("subPath").is_none(),
+        "subPath would freeze the files"
+    );
+    let volume = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "wsdrain-tls")
+        .expect("the TLS volume");
+    assert_eq!(volume["secret"]["secretName"], "websocket-tls");
+    // Undo takes it all back out.
+    let undone = documents::uninject_documents(&out.text).expect("uninjects");
+    let back = documents::parse(&undone.text).expect("parse").1;
+    let volumes = back[0]["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        volumes.iter().all(|v| v["name"] != "wsdrain-tls"),
+        "{volumes:?}"
+    );
+    // A name that cannot be a Secret's is refused with a warning; no TLS then.
+    let bad = text.replace("websocket-tls", "Not_A_Name");
+    let out = documents::inject_documents(&bad, &config(&[])).expect("injects");
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("wsdrain.io/tls-secret"))
+    );
+    assert!(!out.text.contains("--tls-dir"));
+}

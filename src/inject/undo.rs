@@ -95,7 +95,8 @@ pub fn record(original: &Map<String, Value>, patched: &mut Map<String, Value>) {
     }
 }
 
-/// Removes the sidecar container (native or classic) and the token volume.
+/// Removes the sidecar container (native or classic), the token volume and the TLS
+/// Secret's volume.
 fn strip_additions(pod: &mut Map<String, Value>) {
     let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
@@ -107,7 +108,7 @@ fn strip_additions(pod: &mut Map<String, Value>) {
         }
     }
     if let Some(vs) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
-        vs.retain(|v| !named(v, container::TOKEN_VOLUME));
+        vs.retain(|v| !named(v, container::TOKEN_VOLUME) && !named(v, container::TLS_VOLUME));
     }
 }
 

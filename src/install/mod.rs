@@ -19,7 +19,6 @@ use std::io::Write;
 
 use anyhow::Context;
 use base64::Engine;
-use clap::Parser;
 use serde_json::{Value, json};
 
 use crate::cli::{Cli, Command, InstallOptions};
@@ -79,7 +78,7 @@ fn webhook_args(opts: &InstallOptions) -> anyhow::Result<Vec<String>> {
     }
     args.extend(opts.webhook_args.iter().cloned());
     let check = std::iter::once("wsdrain".to_string()).chain(args.iter().cloned());
-    match Cli::try_parse_from(check) {
+    match crate::cli::parse_from(check) {
         Ok(Cli {
             command: Command::Webhook(_),
         }) => Ok(args),

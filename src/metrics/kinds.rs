@@ -18,8 +18,12 @@ pub enum ErrorKind {
     HeaderTimeout,
     /// A missing or malformed PROXY header under `--accept-proxy-protocol`.
     ProxyProtocol,
-    /// The app did not accept a TCP connection.
+    /// The app refused a TCP connection.
     UpstreamConnect,
+    /// The app did not accept a TCP connection within `--connect-timeout`.
+    UpstreamConnectTimeout,
+    /// Writing the PROXY header to a new app connection failed (`--proxy-protocol`).
+    UpstreamProxyHeader,
     /// The app reset or closed the connection before answering the upgrade.
     UpstreamHandshake,
     /// The app did not answer in time.
@@ -40,22 +44,33 @@ pub enum ErrorKind {
     ClientReset,
     /// A close handshake did not finish within `--close-timeout`.
     CloseTimeout,
+    /// The close handshake was over but the client kept TCP open past the FIN wait.
+    FinTimeout,
     /// A client silent `--ping-timeout` after a ping.
     PingTimeout,
     /// The client listener's accept failed (e.g. out of descriptors).
     Accept,
     /// The admin listener's accept failed.
     AdminAccept,
+    /// A TLS handshake failed: a malformed ClientHello, no protocol or cipher in
+    /// common, a client certificate refused, or an alert from the client.
+    TlsHandshake,
+    /// A TLS handshake not complete within `--tls-handshake-timeout`.
+    TlsHandshakeTimeout,
+    /// A TLS handshake dropped to make room under `--tls-max-handshakes`.
+    TlsHandshakeShed,
 }
 
 impl ErrorKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::BadRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::HeaderTimeout,
         ErrorKind::ProxyProtocol,
         ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamConnectTimeout,
+        ErrorKind::UpstreamProxyHeader,
         ErrorKind::UpstreamHandshake,
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamHttp,
@@ -66,9 +81,13 @@ impl ErrorKind {
         ErrorKind::ClientGone,
         ErrorKind::ClientReset,
         ErrorKind::CloseTimeout,
+        ErrorKind::FinTimeout,
         ErrorKind::PingTimeout,
         ErrorKind::Accept,
         ErrorKind::AdminAccept,
+        ErrorKind::TlsHandshake,
+        ErrorKind::TlsHandshakeTimeout,
+        ErrorKind::TlsHandshakeShed,
     ];
 
     /// The label value.
@@ -79,6 +98,8 @@ impl ErrorKind {
             ErrorKind::HeaderTimeout => "header_timeout",
             ErrorKind::ProxyProtocol => "proxy_protocol",
             ErrorKind::UpstreamConnect => "upstream_connect",
+            ErrorKind::UpstreamConnectTimeout => "upstream_connect_timeout",
+            ErrorKind::UpstreamProxyHeader => "upstream_proxy_header",
             ErrorKind::UpstreamHandshake => "upstream_handshake",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamHttp => "upstream_http",
@@ -89,9 +110,13 @@ impl ErrorKind {
             ErrorKind::ClientGone => "client_gone",
             ErrorKind::ClientReset => "client_reset",
             ErrorKind::CloseTimeout => "close_timeout",
+            ErrorKind::FinTimeout => "fin_timeout",
             ErrorKind::PingTimeout => "ping_timeout",
             ErrorKind::Accept => "accept",
             ErrorKind::AdminAccept => "admin_accept",
+            ErrorKind::TlsHandshake => "tls_handshake",
+            ErrorKind::TlsHandshakeTimeout => "tls_handshake_timeout",
+            ErrorKind::TlsHandshakeShed => "tls_handshake_shed",
         }
     }
 }
@@ -131,6 +156,52 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::App => "app",
+        }
+    }
+}
+
+/// A stage where a connection waits for its peer's first bytes, bounded in number by a
+/// [`crate::waiting_room::WaitingRoom`], as counted in `wsdrain_waiting_shed_total{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingStage {
+    /// Inside the PROXY header (`--accept-proxy-protocol`).
+    ProxyHeader,
+    /// Before the first complete request head.
+    HttpHead,
+}
+
+impl WaitingStage {
+    /// Every stage, in the order the README lists them.
+    pub const ALL: [WaitingStage; 2] = [WaitingStage::ProxyHeader, WaitingStage::HttpHead];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitingStage::ProxyHeader => "proxy_header",
+            WaitingStage::HttpHead => "http_head",
+        }
+    }
+}
+
+/// Who sent the first close frame of a connection (or, without one, who ended it), as
+/// counted in `websocket_close_total{initiator}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// The client closed first.
+    Client,
+    /// The app closed first.
+    App,
+    /// wsdrain did (drain, shed, age, limits, liveness).
+    Proxy,
+}
+
+impl Initiator {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Initiator::Client => "client",
+            Initiator::App => "app",
+            Initiator::Proxy => "proxy",
         }
     }
 }

@@ -2,7 +2,12 @@
 //! app over a pooled keep-alive client, bodies streamed both ways.
 //!
 //! During a drain these keep working, with `Connection: close` on every answer so
-//! keep-alive clients move to another pod.
+//! keep-alive clients move to another pod. Every request is counted in flight until its
+//! response is over, so the process waits for it; its body streams through
+//! [`super::response`], which cuts it only at the drain's deadline. A Server-Sent
+//! Events answer (`text/event-stream`, no `Content-Encoding`) is registered like a
+//! WebSocket and closed on the drain's schedule; a compressed one cannot be ended at
+//! an event boundary and is left to finish like any other response.
 //!
 //! A pooled connection the app closes while idle races with the next request written
 //! onto it. A bodiless idempotent request (GET, HEAD, OPTIONS, TRACE) that fails that way
@@ -20,7 +25,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
-use hyper::header::{CONNECTION, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, body::Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -30,8 +35,8 @@ use tracing::warn;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::headers;
-use crate::body::{Body, empty, plain};
+use super::{headers, response};
+use crate::body::{Body, BodyError, empty, plain};
 use crate::log_limit::LogLimit;
 use crate::metrics::ErrorKind;
 use crate::sockets;
@@ -51,15 +56,18 @@ pub fn pooled_client(settings: &Settings) -> PooledClient {
         .build(connector)
 }
 
-/// Forwards one request from `peer` to the app.
+/// Forwards one request from `peer` (connection `id`) to the app.
 pub async fn handle(
     sidecar: Arc<Sidecar>,
     client: &PooledClient,
     req: Request<Incoming>,
     peer: SocketAddr,
+    id: u64,
 ) -> Response<Body> {
+    let in_flight = sidecar.http.enter();
     let upstream = sidecar.settings.upstream;
     let (mut parts, body) = req.into_parts();
+    let log_path: Box<str> = parts.uri.path().into();
     headers::to_origin_form(&mut parts.uri, &mut parts.headers);
     let path = parts
         .uri
@@ -75,7 +83,8 @@ pub async fn handle(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::add_forwarded(&mut parts.headers, peer);
     let retry = (body.is_end_stream() && is_idempotent(&parts.method)).then(|| replay_of(&parts));
-    let first = client.request(Request::from_parts(parts, body.boxed()));
+    let is_head = parts.method == Method::HEAD;
+    let first = client.request(Request::from_parts(parts, counted(&sidecar, body)));
     let request = async {
         match (first.await, retry) {
             (Err(e), Some(again)) if closed_before_answer(&e) => {
@@ -85,10 +94,15 @@ pub async fn handle(
             (result, _) => result.map_err(ForwardError::Pooled),
         }
     };
-    let mut resp = match timeout(sidecar.settings.response_timeout, request).await {
+    let mut cut = sidecar.http.cut_signal();
+    let answered = tokio::select! {
+        answered = timeout(sidecar.settings.response_timeout, request) => answered,
+        _ = cut.wait_for(|cut| *cut) => return cut_before_answer(&sidecar, &log_path),
+    };
+    let mut resp = match answered {
         Ok(Ok(resp)) => {
             sidecar.metrics.upstream_up.set(1);
-            resp.map(|b| b.boxed())
+            resp
         }
         Ok(Err(e)) => {
             static LIMIT: LogLimit = LogLimit::new();
@@ -121,12 +135,75 @@ pub async fn handle(
         }
     };
     headers::strip_hop_by_hop(resp.headers_mut());
-    if sidecar.drain.is_draining() {
+    let sse = !is_head && resp.status() == StatusCode::OK && is_event_stream(resp.headers());
+    let staggered = sse && !is_compressed(resp.headers());
+    if sidecar.drain.is_draining() || staggered {
+        // An SSE client reconnects on a fresh connection, so the balancer picks again.
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     count(&sidecar, resp.status());
+    resp.map(|body| {
+        if staggered {
+            let registration = sidecar
+                .connections
+                .register(id, sidecar.settings.max_connections)
+                .ok();
+            response::sse(sidecar.clone(), body, in_flight, &log_path, registration)
+        } else {
+            if sse {
+                sidecar.metrics.sse_compressed.inc();
+            }
+            response::plain(sidecar.clone(), body, in_flight, &log_path)
+        }
+    })
+}
+
+/// The request body on its way to the app, its bytes counted.
+fn counted(sidecar: &Arc<Sidecar>, body: Incoming) -> Body {
+    let bytes = sidecar.metrics.http_bytes_in.clone();
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes.inc_by(data.len() as u64);
+        }
+        frame
+    })
+    .map_err(BodyError::from)
+    .boxed_unsync()
+}
+
+/// The drain's deadline came before the app answered: 503, counted and logged as cut.
+fn cut_before_answer(sidecar: &Sidecar, path: &str) -> Response<Body> {
+    static LIMIT: LogLimit = LogLimit::new();
+    sidecar.metrics.http_cut.inc();
+    if let Some(folded) = LIMIT.allow() {
+        warn!(%path, folded, "request cut at the drain deadline before the app answered");
+    }
+    let mut resp = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "wsdrain: the drain's deadline came before the app answered",
+    );
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    count(sidecar, resp.status());
     resp
+}
+
+/// `Content-Type: text/event-stream` (parameters allowed).
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// A `Content-Encoding` other than `identity`: event boundaries cannot be seen.
+fn is_compressed(headers: &http::HeaderMap) -> bool {
+    headers.get_all(CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    })
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -3,12 +3,15 @@
 //! (`forward`).
 //!
 //! Flow: accepted sockets come in from the listener ([`crate::accept`]), get their
-//! addresses ([`crate::conn::accept_client`]) and are served by hyper; an upgrade leaves
+//! addresses ([`crate::conn::accept_client`]), their TLS handshake when the proxy
+//! terminates TLS ([`crate::tls`]), and are served by hyper; an upgrade leaves
 //! through [`crate::conn::relay_connection`] after the 101, a plain request through the
 //! pooled client to the app. Headers towards the app are shaped in `headers`.
 
+mod draining;
 mod forward;
 mod headers;
+mod response;
 mod upgrade;
 
 use std::convert::Infallible;
@@ -23,11 +26,23 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::body::Body;
 use crate::conn::{ClientAddrs, accept_client};
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, WaitingStage};
 use crate::state::Sidecar;
+use crate::tls::Tls;
+use crate::waiting_room::WaitingRoom;
 
-/// Serves client connections until the process ends.
-pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
+/// Most client connections that may be waiting for their first request head at once
+/// (each is bounded in time by `--handshake-timeout` too). Past it the oldest waiting
+/// one is closed: a real client sends its head in its first packet, so the oldest are
+/// the stalled ones.
+pub const MAX_PENDING_HEADS: usize = 1024;
+
+/// The connections waiting for their first request head right now.
+static PENDING_HEADS: WaitingRoom = WaitingRoom::new(MAX_PENDING_HEADS);
+
+/// Serves client connections until the process ends; over TLS when `tls` is given.
+pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc<Tls>>) {
+    tokio::spawn(draining::cut_at_deadline(sidecar.clone()));
     let client = Arc::new(forward::pooled_client(&sidecar.settings));
     let mut server = http1::Builder::new();
     server
@@ -46,20 +61,47 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
         let sidecar = sidecar.clone();
         let client = client.clone();
         let server = server.clone();
+        let tls = tls.clone();
         {
             async move {
                 let Some(addrs) = accept_client(&sidecar, &mut stream, peer).await else {
                     return;
                 };
+                // Waiting for the first request head: one of MAX_PENDING_HEADS seats,
+                // given back when the head is complete (the service is called).
+                let seat = PENDING_HEADS.enter();
+                let shed = seat.on_shed();
+                let seat = std::sync::Mutex::new(Some(seat));
+                let activity = Arc::new(draining::Activity::new());
                 let service = service_fn({
                     let sidecar = sidecar.clone();
-                    move |req| route(sidecar.clone(), client.clone(), req, addrs, id)
+                    let activity = activity.clone();
+                    move |req| {
+                        // The head is complete: this connection waits no more.
+                        if let Ok(mut waiting) = seat.lock() {
+                            waiting.take();
+                        }
+                        activity.request();
+                        route(sidecar.clone(), client.clone(), req, addrs, id)
+                    }
                 });
-                if let Err(e) = server
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await
-                {
+                let served = match tls {
+                    None => {
+                        let io = TokioIo::new(stream);
+                        serve_http(&sidecar, &server, io, service, shed, &activity).await
+                    }
+                    Some(tls) => {
+                        let Some(stream) = tls.accept(stream).await else {
+                            return;
+                        };
+                        let io = TokioIo::new(stream);
+                        serve_http(&sidecar, &server, io, service, shed, &activity).await
+                    }
+                };
+                let Some(served) = served else {
+                    return; // shed before its first request head
+                };
+                if let Err(e) = served {
                     if let Some(kind) = rejection_kind(&e) {
                         sidecar.metrics.error(kind);
                     }
@@ -72,6 +114,46 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
     .await;
 }
 
+/// One client connection's HTTP/1.1 exchange, plaintext or TLS alike: hyper serves it
+/// until it ends, unless the waiting room sheds it before its first request head
+/// (`None`), the drain closes it at its turn (an idle keep-alive connection at once, a
+/// busy one after its current answer), or the process stops.
+async fn serve_http<I, S>(
+    sidecar: &Sidecar,
+    server: &http1::Builder,
+    io: I,
+    service: S,
+    shed: impl Future<Output = ()>,
+    activity: &draining::Activity,
+) -> Option<hyper::Result<()>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = server.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        biased;
+        served = conn.as_mut() => served,
+        () = shed => {
+            sidecar.metrics.shed_waiting(WaitingStage::HttpHead);
+            debug!("shed before its first request head, to make room");
+            return None;
+        }
+        _ = draining::close_turn(&sidecar.drain, activity) => {
+            debug!("drain: this keep-alive connection's turn to close");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = sidecar.http.stopped() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    Some(served)
+}
+
 async fn route(
     sidecar: Arc<Sidecar>,
     client: Arc<forward::PooledClient>,
@@ -82,7 +164,7 @@ async fn route(
     if headers::is_websocket_upgrade(&req) {
         Ok(upgrade::handle(sidecar, req, addrs, id).await)
     } else {
-        Ok(forward::handle(sidecar, &client, req, addrs.peer).await)
+        Ok(forward::handle(sidecar, &client, req, addrs.peer, id).await)
     }
 }
 

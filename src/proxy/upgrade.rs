@@ -11,12 +11,11 @@
 //!
 //! Flow: an upgrade request in from the HTTP front end; registered, sent to the app on a
 //! connection of its own; the app's answer back out; after a 101 the two raw sockets go
-//! to [`crate::conn::relay_connection`].
+//! to [`crate::conn::relay_connection`] (the client's with its TLS session, over TLS).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::client::conn::http1 as client_http1;
 use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER, UPGRADE};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -24,6 +23,7 @@ use hyper::{Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, Span, debug, warn};
 
 use super::headers;
@@ -33,6 +33,7 @@ use crate::connections::{Refused, Registration};
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
 use crate::state::Sidecar;
+use crate::tls::{self, Socket};
 
 /// Handles one upgrade request from `peer`.
 pub async fn handle(
@@ -80,7 +81,7 @@ pub async fn handle(
     let upstream = sidecar.settings.upstream;
     let stream = match connect_app(&sidecar, client).await {
         Ok(s) => s,
-        Err(why) => return upstream_failed(&sidecar, ErrorKind::UpstreamConnect, why),
+        Err(why) => return upstream_failed(&sidecar, why.kind(), why.to_string()),
     };
     let (mut sender, conn) = match client_http1::Builder::new()
         .preserve_header_case(true)
@@ -105,7 +106,7 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     headers::prepare_upgrade(&mut parts);
     headers::add_forwarded(&mut parts.headers, client.peer);
-    let upstream_req = Request::from_parts(parts, body.boxed());
+    let upstream_req = Request::from_parts(parts, crate::body::incoming(body));
     let mut resp = match timeout(
         sidecar.settings.handshake_timeout,
         sender.send_request(upstream_req),
@@ -134,7 +135,7 @@ pub async fn handle(
         // are visible next to wsdrain's own refusals.
         debug!(status = %resp.status(), "app refused the upgrade");
         m.rejected(Rejection::App);
-        return resp.map(|b| b.boxed());
+        return resp.map(crate::body::incoming);
     }
     if !headers::is_websocket_switch(&resp) {
         return not_websocket(&sidecar, &resp);
@@ -200,6 +201,16 @@ fn raw_parts(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
     Some((parts.io.into_inner(), parts.read_buf))
 }
 
+/// [`raw_parts`] for the client, whose stream may be TLS (then with its session).
+fn client_parts(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Some((Socket::Plain(parts.io.into_inner()), parts.read_buf)),
+        Err(other) => other,
+    };
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    Some((tls::into_socket(parts.io.into_inner()), parts.read_buf))
+}
+
 async fn relay_when_upgraded(
     sidecar: Arc<Sidecar>,
     registration: Registration,
@@ -218,9 +229,9 @@ async fn relay_when_upgraded(
         }
     };
     let (Some((client, client_early)), Some((app, app_early))) =
-        (raw_parts(client), raw_parts(app))
+        (client_parts(client), raw_parts(app))
     else {
-        warn!("upgraded connection is not a TCP stream");
+        warn!("upgraded connection is not a TCP or TLS stream");
         return;
     };
     relay_connection(&sidecar, registration, client, client_early, app, app_early).await;

@@ -6,17 +6,16 @@
 //! how much may be forwarded and what happened), and out to the destination socket,
 //! with at most one frame of wsdrain's own ([`Injection`]) put in at a boundary.
 //! What the connection has to decide on comes out as a [`PumpEvent`]; the decisions come
-//! back in as the pump's flags (`discard`, `swallow_close`, `shutdown_after_flush`, ...).
+//! back in as intents ([`Pump::want_inject`], [`Pump::swallow_next_close`],
+//! [`Pump::shutdown_after_flush`], [`Pump::abandon`], ...), never as fields set from
+//! outside. The sockets are [`Transport`]s: plaintext TCP or TLS, the pump does not know.
 
-use std::io::{self, Read};
-use std::net::Shutdown;
+use std::io;
 use std::task::{Context, Poll, ready};
 
-use socket2::SockRef;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::transport::Transport;
 use super::{PING_PAYLOAD, RelaySettings};
 use crate::buffer_pool;
 use crate::frame_tracker::{Event, FrameTracker, StopAt, control_payload};
@@ -59,7 +58,7 @@ const TAIL_MAX: usize = 14 + 125;
 /// measured, over the 3 KiB budget); boxed, only a connection parked mid-header pays,
 /// and only its few bytes.
 pub(super) struct Pump {
-    pub(super) tracker: FrameTracker,
+    tracker: FrameTracker,
     buf: Option<buffer_pool::Buf>,
     /// The waiting tail while no buffer is borrowed, fed to the tracker again ahead of
     /// the next read.
@@ -72,29 +71,29 @@ pub(super) struct Pump {
     inject: Vec<u8>,
     inject_pos: usize,
     /// A control frame of wsdrain's own to write at the next boundary of kind `stop`.
-    pub(super) want: Option<Injection>,
-    pub(super) stop: StopAt,
+    want: Option<Injection>,
+    stop: StopAt,
     /// Everything from the source is accounted for but no longer written.
-    pub(super) discard: bool,
+    discard: bool,
     /// Withhold the next close frame from the source and start discarding.
-    pub(super) swallow_close: bool,
+    swallow_close: bool,
     /// Shut the destination's write side once everything queued is written.
-    pub(super) shutdown_after_flush: bool,
+    shutdown_after_flush: bool,
     read_done: bool,
-    pub(super) write_done: bool,
+    write_done: bool,
     eof_reported: bool,
     event: Option<PumpEvent>,
     /// WebSocket framing; false in TCP mode.
     framed: bool,
     /// Bytes arrived from the source since the relay last looked (liveness).
-    pub(super) got_bytes: bool,
+    got_bytes: bool,
     /// A protocol violation was logged for this direction already.
     violation_logged: bool,
 }
 
 /// A control frame of wsdrain's own, waiting for a boundary in the stream.
 #[derive(Debug)]
-pub(super) enum Injection {
+enum Injection {
     /// A close frame with its code: the stream to the destination ends there.
     Close { frame: Vec<u8>, code: u16 },
     /// A liveness ping: the stream goes on after it.
@@ -141,6 +140,59 @@ impl Pump {
         self.stop = stop;
     }
 
+    /// Queues a liveness ping for the next frame boundary.
+    pub(super) fn want_ping(&mut self, frame: Vec<u8>) {
+        self.want = Some(Injection::Ping(frame));
+        self.stop = StopAt::FrameEnd;
+    }
+
+    /// Drops a frame of ours still waiting for a boundary (a peer's close went first).
+    pub(super) fn cancel_injection(&mut self) {
+        self.want = None;
+    }
+
+    /// True while a frame of ours waits for a boundary.
+    pub(super) fn injection_waiting(&self) -> bool {
+        self.want.is_some()
+    }
+
+    /// A waiting frame of ours may go in at the next frame boundary, not only at the
+    /// end of a message.
+    pub(super) fn settle_for_frame_end(&mut self) {
+        self.stop = StopAt::FrameEnd;
+    }
+
+    /// Withholds the source's next close frame from the destination, and discards
+    /// everything from the source after it (a close reply wsdrain answers itself).
+    pub(super) fn swallow_next_close(&mut self) {
+        self.swallow_close = true;
+    }
+
+    /// Ends the destination's write side once everything queued for it is written.
+    pub(super) fn shutdown_after_flush(&mut self) {
+        self.shutdown_after_flush = true;
+    }
+
+    /// True once bytes from the source are accounted for but no longer written.
+    pub(super) fn discarding(&self) -> bool {
+        self.discard
+    }
+
+    /// True once nothing more can be written to the destination.
+    pub(super) fn write_closed(&self) -> bool {
+        self.write_done
+    }
+
+    /// True when the source's stream stands between two frames.
+    pub(super) fn at_frame_boundary(&self) -> bool {
+        self.tracker.at_frame_boundary()
+    }
+
+    /// Whether bytes arrived from the source since the last call (liveness).
+    pub(super) fn take_got_bytes(&mut self) -> bool {
+        std::mem::take(&mut self.got_bytes)
+    }
+
     /// The destination is gone: stop writing, keep reading to see the source's end.
     pub(super) fn abandon(&mut self) {
         self.write_done = true;
@@ -159,10 +211,10 @@ impl Pump {
     }
 
     /// Writes what is queued. Ready(Ok) when nothing is left to write.
-    fn poll_flush(
+    fn poll_flush<D: Transport>(
         &mut self,
         cx: &mut Context<'_>,
-        dst: &TcpStream,
+        dst: &mut D,
         m: &DirectionMetrics,
     ) -> Poll<io::Result<()>> {
         if self.write_done {
@@ -174,15 +226,15 @@ impl Pump {
             let Some(buf) = self.buf.as_deref() else {
                 break;
             };
-            let n = ready!(write_some(cx, dst, &buf[self.pos..self.fwd]))?;
+            let n = ready!(dst.poll_write(cx, &buf[self.pos..self.fwd]))?;
             self.pos += n;
             m.bytes.inc_by(n as u64);
         }
         while self.inject_pos < self.inject.len() {
-            let n = ready!(write_some(cx, dst, &self.inject[self.inject_pos..]))?;
+            let n = ready!(dst.poll_write(cx, &self.inject[self.inject_pos..]))?;
             self.inject_pos += n;
         }
-        Poll::Ready(Ok(()))
+        dst.poll_flush(cx)
     }
 
     /// After a flush: skips dropped bytes, moves a waiting tail to the front, and gives
@@ -316,11 +368,11 @@ impl Pump {
         feed.consumed > 0 || feed.event != Event::None
     }
 
-    pub(super) fn poll_pump(
+    pub(super) fn poll_pump<S: Transport, D: Transport>(
         &mut self,
         cx: &mut Context<'_>,
-        src: &TcpStream,
-        dst: &TcpStream,
+        src: &mut S,
+        dst: &mut D,
         m: &DirectionMetrics,
     ) -> Poll<PumpEvent> {
         loop {
@@ -366,7 +418,8 @@ impl Pump {
                 continue;
             }
             if self.shutdown_after_flush && !self.write_done && self.want.is_none() {
-                let _ = SockRef::from(dst).shutdown(Shutdown::Write);
+                // A failed shutdown leaves nothing to do: the destination is gone.
+                ready!(dst.poll_shutdown(cx)).ok();
                 self.write_done = true;
             }
             if self.scanned < self.filled && self.scan(m) {
@@ -400,7 +453,7 @@ impl Pump {
                 // must never turn into a zero-length read that looks like EOF.
                 buf.grow();
             }
-            match read_once(src, &mut buf[self.filled..]) {
+            match src.try_read(&mut buf[self.filled..]) {
                 Ok(0) => self.read_done = true,
                 Ok(n) => {
                     self.filled += n;
@@ -414,43 +467,6 @@ impl Pump {
                     return Poll::Ready(PumpEvent::ReadError);
                 }
             }
-        }
-    }
-}
-
-/// Reads what the socket holds, like `try_read`, except that a short read also clears
-/// tokio's readiness, as `AsyncRead::poll_read` does: the socket is drained, so the next
-/// read waits for epoll instead of costing a `recvfrom` that fails with EAGAIN (a third
-/// of the relay's syscalls on small messages before this).
-fn read_once(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let len = buf.len();
-    let mut got = 0;
-    let result = src.try_io(Interest::READABLE, || {
-        let n = (&*SockRef::from(src)).read(buf)?;
-        got = n;
-        if n > 0 && n < len {
-            Err(io::ErrorKind::WouldBlock.into())
-        } else {
-            Ok(n)
-        }
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
-    }
-}
-
-/// Writes what the socket takes now. The write is tried first and readiness is waited
-/// for only when the socket is full: `try_write` checks tokio's readiness itself, so
-/// polling for writability before every write paid that check twice, with the
-/// cooperative budget's bookkeeping on top (5 % of wsdrain's user-space instructions
-/// per 64 B round trip; docs/performance.md, "Round three"). A write that does not block
-/// spends no budget; the reads still do, which is what makes a busy relay yield.
-fn write_some(cx: &mut Context<'_>, dst: &TcpStream, bytes: &[u8]) -> Poll<io::Result<usize>> {
-    loop {
-        match dst.try_write(bytes) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready!(dst.poll_write_ready(cx))?,
-            done => return Poll::Ready(done),
         }
     }
 }

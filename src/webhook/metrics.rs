@@ -21,18 +21,55 @@ pub struct WebhookMetrics {
     registry: Registry,
     reviews: IntCounterVec,
     duration: HistogramVec,
+    refused: IntCounterVec,
 }
 
-/// The `result` label of one review: what happened to the pod, or why nothing did.
-pub fn result_label(outcome: Option<Outcome>) -> &'static str {
-    match outcome {
-        Some(Outcome::Injected) => "injected",
-        Some(Outcome::Upgraded) => "upgraded",
-        Some(Outcome::AlreadyInjected) => "already_injected",
-        Some(Outcome::OptedOut) => "opted_out",
-        Some(Outcome::NotOptedIn) => "not_opted_in",
-        Some(Outcome::Refused) => "refused",
-        None => "not_a_pod_creation",
+/// What became of one review, as the `result` label counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewResult {
+    /// Answered: what happened to the pod (`None`: not a pod creation).
+    Answered(Option<Outcome>),
+    /// The body was not an AdmissionReview (HTTP 400).
+    Malformed,
+}
+
+impl ReviewResult {
+    /// The `result` label: what happened to the pod, or why nothing did.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewResult::Answered(Some(Outcome::Injected)) => "injected",
+            ReviewResult::Answered(Some(Outcome::Upgraded)) => "upgraded",
+            ReviewResult::Answered(Some(Outcome::AlreadyInjected)) => "already_injected",
+            ReviewResult::Answered(Some(Outcome::OptedOut)) => "opted_out",
+            ReviewResult::Answered(Some(Outcome::NotOptedIn)) => "not_opted_in",
+            ReviewResult::Answered(Some(Outcome::Refused)) => "refused",
+            ReviewResult::Answered(None) => "not_a_pod_creation",
+            ReviewResult::Malformed => "malformed",
+        }
+    }
+}
+
+/// Where a connection was turned away before it could send a review, as counted in
+/// `wsdrain_webhook_connections_refused_total{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedStage {
+    /// Shed (oldest first) while still in its TLS handshake, to make room for newer
+    /// ones, or out of time for it.
+    TlsHandshake,
+    /// TLS done, but every serving place was taken.
+    Served,
+}
+
+impl RefusedStage {
+    /// Every stage, so each series exists at 0 from the first scrape.
+    pub const ALL: [RefusedStage; 2] = [RefusedStage::TlsHandshake, RefusedStage::Served];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedStage::TlsHandshake => "tls_handshake",
+            RefusedStage::Served => "served",
+        }
     }
 }
 
@@ -58,9 +95,21 @@ impl WebhookMetrics {
             &["result"],
         )
         .expect("valid metric definition");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "wsdrain_webhook_connections_refused_total",
+                "Connections closed before they could send a review: shed while in the TLS handshake (oldest first) or out of time for it, or refused with every serving place taken.",
+            ),
+            &["stage"],
+        )
+        .expect("valid metric definition");
+        for stage in RefusedStage::ALL {
+            refused.with_label_values(&[stage.as_str()]);
+        }
         for m in [
             Box::new(reviews.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
+            Box::new(refused.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -68,15 +117,22 @@ impl WebhookMetrics {
             registry,
             reviews,
             duration,
+            refused,
         }
     }
 
     /// Counts one review with its result and duration.
-    pub fn observe(&self, result: &str, took: Duration) {
-        self.reviews.with_label_values(&[result]).inc();
+    pub fn observe(&self, result: ReviewResult, took: Duration) {
+        let label = result.as_str();
+        self.reviews.with_label_values(&[label]).inc();
         self.duration
-            .with_label_values(&[result])
+            .with_label_values(&[label])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts a connection turned away at `stage`.
+    pub fn refused(&self, stage: RefusedStage) {
+        self.refused.with_label_values(&[stage.as_str()]).inc();
     }
 
     /// The Prometheus text exposition.

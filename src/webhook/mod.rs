@@ -39,6 +39,7 @@ use crate::body::{Body, plain, response};
 use crate::cli::WebhookOptions;
 use crate::inject::{InjectConfig, Settings};
 use crate::log_limit::LogLimit;
+use crate::waiting_room::{Seat, WaitingRoom};
 use tls::CertReloader;
 
 /// The path the MutatingWebhookConfiguration calls for namespaces labelled
@@ -49,10 +50,23 @@ pub const NAMESPACE_PATH: &str = "/mutate/namespace-enabled";
 /// Largest request body read; the API server's own request limit is 3 MiB.
 pub const MAX_BODY: usize = 4 << 20;
 
-/// Most connections served at once; past it a new connection is closed at once. The API
-/// server keeps a handful of connections per webhook; the bound stops a crowd of idle or
-/// slow clients from holding descriptors, tasks and TLS buffers without limit.
+/// Most connections served at once (TLS done); past it a new one is closed at once.
+/// The API server keeps a handful of connections per webhook; the bound stops a crowd
+/// of slow clients from holding descriptors, tasks and TLS buffers without limit.
 pub const MAX_CONNECTIONS: usize = 128;
+
+/// Most connections in their TLS handshake at once, a budget apart from
+/// [`MAX_CONNECTIONS`]: sockets that never start TLS cannot take a serving place. Past
+/// it the oldest handshaking connection is shed, so the API server's connection (which
+/// completes its handshake within a round trip or two) always gets through.
+pub const MAX_HANDSHAKING: usize = 256;
+
+/// Time a connection has to complete its TLS handshake. The API server does it in
+/// milliseconds; the bound keeps idle sockets from holding a handshake place for long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections in their TLS handshake right now.
+static HANDSHAKING: WaitingRoom = WaitingRoom::new(MAX_HANDSHAKING);
 
 /// How long a request body may take to arrive, in total; past it the answer is 408.
 /// The API server sends a review in one go and gives a webhook 10 s at most.
@@ -95,48 +109,33 @@ pub async fn run(opts: WebhookOptions) -> anyhow::Result<()> {
 }
 
 /// Serves HTTPS on `listener` forever; each connection gets the current certificate.
-/// At most [`MAX_CONNECTIONS`] at once: past that a new connection is closed at once.
+/// At most [`MAX_HANDSHAKING`] connections in their TLS handshake (the oldest shed past
+/// it) and [`MAX_CONNECTIONS`] served after it (a new one closed past it).
 pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<InjectConfig>) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let full_log = LogLimit::new();
+    let full_log = Arc::new(LogLimit::new());
     crate::accept::serve(listener, "webhook", || {}, |stream, peer| {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if let Some(folded) = full_log.allow() {
-                warn!(%peer, folded, "{MAX_CONNECTIONS} webhook connections open; closing a new one");
-            }
-            drop(stream);
-            return;
-        };
+        let seat = HANDSHAKING.enter();
         let certs = certs.clone();
         let cfg = cfg.clone();
         let builder = builder.clone();
+        let slots = slots.clone();
+        let full_log = full_log.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            // The certificate check reads two files: off the async worker threads.
-            let config = match tokio::task::spawn_blocking(move || certs.current()).await {
-                Ok(config) => config,
-                Err(e) => {
-                    warn!(%peer, error = %e, "loading the TLS configuration failed");
-                    return;
-                }
+            let Some(tls) = handshake(stream, peer, &certs, &seat).await else {
+                return;
             };
-            let acceptor = TlsAcceptor::from(config);
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+            drop(seat);
+            let Ok(_slot) = slots.try_acquire_owned() else {
+                metrics::global().refused(metrics::RefusedStage::Served);
+                if let Some(folded) = full_log.allow() {
+                    warn!(%peer, folded, "{MAX_CONNECTIONS} webhook connections open; closing a new one");
                 }
-                Err(_) => {
-                    debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
+                return;
             };
             let service = service_fn(move |req| route(cfg.clone(), peer, req));
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
@@ -145,6 +144,47 @@ pub async fn serve(listener: TcpListener, certs: Arc<CertReloader>, cfg: Arc<Inj
         });
     })
     .await;
+}
+
+/// The TLS handshake of one connection, bounded by [`TLS_HANDSHAKE_TIMEOUT`] and by its
+/// seat among the handshaking ones. `None`: failed, out of time, or shed (the last two
+/// counted as refused).
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    certs: &Arc<CertReloader>,
+    seat: &Seat,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    // The certificate check reads two files: off the async worker threads.
+    let certs = certs.clone();
+    let config = match tokio::task::spawn_blocking(move || certs.current()).await {
+        Ok(config) => config,
+        Err(e) => {
+            warn!(%peer, error = %e, "loading the TLS configuration failed");
+            return None;
+        }
+    };
+    let acceptor = TlsAcceptor::from(config);
+    tokio::select! {
+        biased;
+        done = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match done {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                metrics::global().refused(metrics::RefusedStage::TlsHandshake);
+                debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        },
+        () = seat.shed() => {
+            metrics::global().refused(metrics::RefusedStage::TlsHandshake);
+            debug!(%peer, "shed in its TLS handshake, to make room for newer connections");
+            None
+        }
+    }
 }
 
 async fn route(

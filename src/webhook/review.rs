@@ -11,6 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::metrics::ReviewResult;
 use crate::inject::{InjectConfig, Outcome, inject_pod};
 
 /// The only AdmissionReview version served.
@@ -112,11 +113,11 @@ pub fn review(
 ) -> Result<Reviewed, ReviewError> {
     let start = std::time::Instant::now();
     let result = review_inner(body, cfg, namespace_opted_in);
-    let label = match &result {
-        Ok(r) => super::metrics::result_label(r.outcome),
-        Err(_) => "malformed",
+    let counted = match &result {
+        Ok(r) => ReviewResult::Answered(r.outcome),
+        Err(_) => ReviewResult::Malformed,
     };
-    super::metrics::global().observe(label, start.elapsed());
+    super::metrics::global().observe(counted, start.elapsed());
     result
 }
 

@@ -15,43 +15,39 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
 
-/// Why a certificate/key pair could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The certificate file holds no PEM certificate.
-    #[error("{0}: no PEM certificate found")]
-    NoCertificate(PathBuf),
-    /// The key file holds no usable PEM private key.
-    #[error("{path}: no PEM private key found ({message})")]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-        /// What the PEM parser said.
-        message: String,
-    },
-    /// rustls refused the pair (e.g. the key does not match the certificate).
-    #[error("the certificate and key cannot be used together: {0}")]
-    Rustls(#[from] rustls::Error),
-}
+use crate::tls::{CertError, CertPaths, parse_pair, read_pem as read};
 
 struct Loaded {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     config: Arc<ServerConfig>,
+    /// When a problem with the files was last logged, and how many repeats since.
+    last_warning: Option<Instant>,
+    folded: u64,
+}
+
+/// Problems with the TLS files are logged at most this often: every new connection
+/// re-reads them, so a broken file would otherwise log once per connection.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl Loaded {
+    /// Whether to log a problem now, with how many were folded since the last line.
+    fn warn_now(&mut self) -> Option<u64> {
+        let due = self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if !due {
+            self.folded += 1;
+            return None;
+        }
+        self.last_warning = Some(Instant::now());
+        Some(std::mem::take(&mut self.folded))
+    }
 }
 
 /// The current TLS configuration, rebuilt when the files change.
@@ -63,7 +59,7 @@ pub struct CertReloader {
 
 impl CertReloader {
     /// Loads the pair once; an error here is fatal (the webhook cannot start).
-    pub fn new(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+    pub fn new(cert_path: &Path, key_path: &Path) -> Result<Self, CertError> {
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
         let config = build(cert_path, &cert_pem, key_path, &key_pem)?;
@@ -74,6 +70,8 @@ impl CertReloader {
                 cert_pem,
                 key_pem,
                 config,
+                last_warning: None,
+                folded: 0,
             }),
         })
     }
@@ -91,31 +89,31 @@ impl CertReloader {
                 match build(&self.cert_path, &cert_pem, &self.key_path, &key_pem) {
                     Ok(config) => {
                         info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
+                        // A later problem is news again: logged at once.
                         *loaded = Loaded {
                             cert_pem,
                             key_pem,
                             config,
+                            last_warning: None,
+                            folded: 0,
                         };
                     }
                     Err(e) => {
-                        warn!(error = %e, "new TLS certificate not usable yet; serving the previous one")
+                        if let Some(folded) = loaded.warn_now() {
+                            warn!(error = %e, folded, "new TLS certificate not usable yet; serving the previous one (repeated at most once a minute)")
+                        }
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %e, "cannot re-read the TLS files; serving the previous certificate")
+                if let Some(folded) = loaded.warn_now() {
+                    warn!(error = %e, folded, "cannot re-read the TLS files; serving the previous certificate (repeated at most once a minute)")
+                }
             }
         }
         loaded.config.clone()
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn build(
@@ -123,17 +121,12 @@ fn build(
     cert_pem: &[u8],
     key_path: &Path,
     key_pem: &[u8],
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(cert_path.to_path_buf()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
-        path: key_path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+) -> Result<Arc<ServerConfig>, CertError> {
+    let paths = CertPaths {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+    };
+    let (certs, key) = parse_pair(&paths, cert_pem, key_pem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -167,15 +167,18 @@ pub struct Launch<'a> {
     pub stderr: Stdio,
 }
 
+/// The wsdrain binary every process test runs: this build, or the one named by
+/// `WSDRAIN_TEST_BIN` (say, the last release's), to see which behaviours a change fixed.
+pub fn wsdrain_bin() -> String {
+    std::env::var("WSDRAIN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsdrain").to_string())
+}
+
 /// Spawns `wsdrain proxy` on two free loopback ports (listen, admin) and returns once
 /// `/healthz` answers 200. Panics with the exit status if the process dies first, and
 /// after 10 s if it never answers.
 pub async fn spawn_proxy(launch: Launch<'_>) -> (Child, SocketAddr, SocketAddr) {
     let listen = free_addr();
-    // `WSDRAIN_TEST_BIN` runs the tests against another build (say, the last release's),
-    // to see which behaviours a change fixed.
-    let bin = std::env::var("WSDRAIN_TEST_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsdrain").to_string());
+    let bin = wsdrain_bin();
     let admin = free_addr();
     let mut cmd = match launch.nofile {
         Some(n) => {
@@ -280,6 +283,20 @@ impl Proxy {
             .await
             .expect("metrics");
         metric_value(&body, series)
+    }
+
+    /// The series' value once it reads `want`, or its last value after `within`. A
+    /// client sees its 101 a moment before the relay registers it, so a count read
+    /// straight after connecting can lag by the last few clients.
+    pub async fn metric_reaching(&self, series: &str, want: f64, within: Duration) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.metric(series).await;
+            if got == want || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

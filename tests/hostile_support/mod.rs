@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod frame_log;
 pub mod round2;
 
 use std::collections::HashMap;

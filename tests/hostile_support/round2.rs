@@ -161,7 +161,7 @@ impl Webhook {
         std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
         let addr = free_addr();
         let log = dir.join("webhook.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_wsdrain"))
+        let child = Command::new(crate::common::wsdrain_bin())
             .args([
                 "webhook",
                 "--listen",

@@ -2,7 +2,7 @@
 //! the same checks as the fuzz targets. Not coverage-guided; it exists so the checks run
 //! where nightly or cargo-fuzz is missing.
 //!
-//! usage: random-loop <frame_tracker|request_head|proxy_protocol> <seconds> [seed-dir]
+//! usage: random-loop <frame_tracker|request_head|proxy_protocol|sse_tracker|tls_accept> <seconds> [seed-dir]
 
 use std::panic;
 use std::time::{Duration, Instant};
@@ -31,6 +31,12 @@ const TOKENS: &[&[u8]] = &[
     b"\x88\x82\x03\xe8",
     b"\x82\xff\x7f\xff\xff\xff\xff\xff\xff\xff",
     b"\x89\x00",
+    b"data: ",
+    b"id: ",
+    b"retry: ",
+    b"\n\n",
+    b"\r",
+    b"\n",
     b"PROXY ",
     b"TCP4 ",
     b"TCP6 ",
@@ -40,6 +46,10 @@ const TOKENS: &[&[u8]] = &[
     b"\x21\x21\x00\x24",
     b"\x20\x00\x00\x00",
     b"\x21\x31\x00\xd8",
+    b"\x16\x03\x01",
+    b"\x16\x03\x03\x00\x00",
+    b"\x01\x00\x00",
+    b"\x00\x10\x00\x0b\x00\x09\x08http/1.1",
 ];
 
 struct Rng(u64);
@@ -113,6 +123,8 @@ fn main() {
         "frame_tracker" => wsdrain_fuzz::check_frame_tracker,
         "request_head" => wsdrain_fuzz::check_request_head,
         "proxy_protocol" => wsdrain_fuzz::check_proxy_protocol,
+        "sse_tracker" => wsdrain_fuzz::check_sse_tracker,
+        "tls_accept" => wsdrain_fuzz::check_tls_accept,
         other => {
             eprintln!("unknown target {other}");
             std::process::exit(2);
