@@ -45,6 +45,12 @@ export interface ReconnectingSocketOptions {
   minUptimeMs?: number;
   /** Most messages queued while disconnected (default 10000; the oldest are dropped). */
   maxQueued?: number;
+  /** Connection attempts in a row that may fail before it gives up (default Infinity). */
+  maxRetries?: number;
+  /** A connect not open within this many ms is abandoned and retried (default 10000). */
+  connectTimeoutMs?: number;
+  /** How binary messages arrive: `arraybuffer` (default), or `blob` / `nodebuffer` where the WebSocket supports them. */
+  binaryType?: string;
 }
 
 /** The `close` event of ReconnectingSocket. */
@@ -55,20 +61,29 @@ export interface ReconnectingCloseEvent extends Event {
   readonly reason: string;
   /** wsdrain's hint in ms, or null when the close carried none. */
   readonly hint: number | null;
-  /** Wait before the next attempt in ms; null after close(). */
+  /** Wait before the next attempt in ms; null after close() or when it gave up (maxRetries). */
   readonly delayMs: number | null;
+}
+
+/** The `error` event of ReconnectingSocket: a failed or timed-out connect, a socket error. */
+export interface ReconnectingErrorEvent extends Event {
+  /** The underlying error, when there is one. */
+  readonly error: unknown;
+  /** What went wrong, in words. */
+  readonly message: string;
 }
 
 /** The `message` event of ReconnectingSocket. */
 export interface ReconnectingMessageEvent extends Event {
-  /** The message: a string or an ArrayBuffer. */
-  readonly data: string | ArrayBuffer;
+  /** The message: a string, or binary data as `binaryType` says (an ArrayBuffer by default). */
+  readonly data: string | ArrayBuffer | Blob | Uint8Array;
 }
 
 /** Event map of ReconnectingSocket. */
 export interface ReconnectingSocketEventMap {
   open: Event;
   message: ReconnectingMessageEvent;
+  error: ReconnectingErrorEvent;
   close: ReconnectingCloseEvent;
 }
 
@@ -78,8 +93,26 @@ export interface ReconnectingSocketEventMap {
  */
 export declare class ReconnectingSocket extends EventTarget {
   constructor(url: string | (() => string), options?: ReconnectingSocketOptions);
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSING: 2;
+  static readonly CLOSED: 3;
+  /** CONNECTING (also while waiting to reconnect), OPEN, CLOSING or CLOSED. */
+  readonly readyState: 0 | 1 | 2 | 3;
   /** True while a connection is open. */
   readonly isOpen: boolean;
+  /** The URL of the current (or last) connection. */
+  readonly url: string;
+  /** Connection attempts in a row that did not open. */
+  readonly retryCount: number;
+  /** How binary messages arrive; applies to the current and every later connection. */
+  binaryType: string;
+  onopen: ((event: Event) => void) | null;
+  onmessage: ((event: ReconnectingMessageEvent) => void) | null;
+  onerror: ((event: ReconnectingErrorEvent) => void) | null;
+  onclose: ((event: ReconnectingCloseEvent) => void) | null;
+  /** Closes the current connection (if any) and connects again at once, also after close(). */
+  reconnect(code?: number, reason?: string): void;
   /** Sends now when open, otherwise queues for the next connection. */
   send(data: string | ArrayBufferLike | ArrayBufferView | Blob): void;
   /** Closes for good: no more reconnects. */

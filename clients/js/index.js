@@ -60,7 +60,10 @@ export function backoffDelay(attempt, { baseMs = 500, maxMs = 30_000, random = M
   return Math.round(ceiling * (0.5 + 0.5 * random()));
 }
 
+const CONNECTING = 0;
 const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
 
 /**
  * A WebSocket that reconnects by itself: after the hint of a close that carries one,
@@ -68,15 +71,25 @@ const OPEN = 1;
  * queued and sent, in order, as soon as the next connection opens, so nothing is lost
  * across a move from a draining pod to its neighbour.
  *
- * Events (it is an EventTarget): `open`; `message` (`event.data`); `close`
- * (`event.code`, `event.reason`, `event.hint` — the hint or null — and `event.delayMs`,
- * the wait before the next attempt, or null after `close()`).
+ * It has the surface of a WebSocket and of partysocket's ReconnectingWebSocket:
+ * `readyState` (and the `CONNECTING`…`CLOSED` constants), `binaryType`, `url`, `send`,
+ * `close`, `reconnect()`, `retryCount`, and the events `open`; `message`
+ * (`event.data`); `error` (`event.error`, `event.message`: a failed connect, a connect
+ * that timed out, an error of the underlying socket); `close` (`event.code`,
+ * `event.reason`, `event.hint` — the hint or null — and `event.delayMs`, the wait before
+ * the next attempt, or null when it will not reconnect), each also as an `on<event>`
+ * property.
  *
  * A tight loop is impossible: a hint is followed as given for a connection that stayed
  * open for `minUptimeMs`, and for the first short-lived one; from the second short-lived
  * connection in a row the wait is at least the backoff.
  */
 export class ReconnectingSocket extends EventTarget {
+  static CONNECTING = CONNECTING;
+  static OPEN = OPEN;
+  static CLOSING = CLOSING;
+  static CLOSED = CLOSED;
+
   /**
    * @param {string | (() => string)} url where to connect; a function is asked again at each attempt
    * @param {object} [options]
@@ -86,6 +99,9 @@ export class ReconnectingSocket extends EventTarget {
    * @param {number} [options.maxMs] largest backoff (default 30000)
    * @param {number} [options.minUptimeMs] a connection open this long resets the backoff (default 5000)
    * @param {number} [options.maxQueued] most messages kept while disconnected (default 10000; older ones are dropped)
+   * @param {number} [options.maxRetries] attempts in a row that may fail before it gives up (default Infinity)
+   * @param {number} [options.connectTimeoutMs] a connect not open by then is abandoned and retried (default 10000)
+   * @param {string} [options.binaryType] `arraybuffer` (default) or what the WebSocket supports (`blob`, `nodebuffer`)
    */
   constructor(url, options = {}) {
     super();
@@ -101,17 +117,51 @@ export class ReconnectingSocket extends EventTarget {
     this._backoff = { baseMs: options.baseMs ?? 500, maxMs: options.maxMs ?? 30_000 };
     this._minUptimeMs = options.minUptimeMs ?? 5000;
     this._maxQueued = options.maxQueued ?? 10_000;
+    this._maxRetries = options.maxRetries ?? Infinity;
+    this._connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    this._binaryType = options.binaryType ?? "arraybuffer";
     this._queue = [];
     this._shortStreak = 0;
+    this._retries = 0;
     this._stopped = false;
     this._timer = null;
     this._ws = null;
+    this.onopen = null;
+    this.onmessage = null;
+    this.onerror = null;
+    this.onclose = null;
     this._connect();
+  }
+
+  /** `CONNECTING` (also while waiting to reconnect), `OPEN`, `CLOSING` or `CLOSED`. */
+  get readyState() {
+    if (this._ws !== null) return this._ws.readyState;
+    return this._stopped ? CLOSED : CONNECTING;
   }
 
   /** True while a connection is open and `send` goes straight to the wire. */
   get isOpen() {
-    return this._ws !== null && this._ws.readyState === OPEN;
+    return this.readyState === OPEN;
+  }
+
+  /** The URL of the current (or last) connection. */
+  get url() {
+    return this._ws?.url ?? (typeof this._url === "function" ? "" : this._url);
+  }
+
+  /** Connection attempts in a row that did not open. */
+  get retryCount() {
+    return this._retries;
+  }
+
+  /** How binary messages arrive; applies to the current and every later connection. */
+  get binaryType() {
+    return this._binaryType;
+  }
+
+  set binaryType(value) {
+    this._binaryType = value;
+    if (this._ws !== null) this._ws.binaryType = value;
   }
 
   /**
@@ -135,6 +185,42 @@ export class ReconnectingSocket extends EventTarget {
     if (this._ws !== null && this._ws.readyState <= OPEN) this._ws.close(code, reason);
   }
 
+  /**
+   * Closes the current connection (if any) and connects again at once, also after
+   * `close()` or after it gave up; the retry count starts over.
+   */
+  reconnect(code = 1000, reason = "") {
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    this._stopped = false;
+    this._retries = 0;
+    this._shortStreak = 0;
+    const old = this._ws;
+    this._ws = null;
+    if (old !== null) {
+      old._replaced = true;
+      if (old.readyState <= OPEN) old.close(code, reason);
+    }
+    this._connect();
+  }
+
+  /** Dispatches `event`, then calls the matching `on<type>` property. */
+  dispatchEvent(event) {
+    const result = super.dispatchEvent(event);
+    const handler = this[`on${event.type}`];
+    if (typeof handler === "function") handler.call(this, event);
+    return result;
+  }
+
+  _error(error) {
+    const out = new Event("error");
+    out.error = error;
+    out.message = error instanceof Error ? error.message : String(error?.message ?? error);
+    this.dispatchEvent(out);
+  }
+
+  // One connection attempt, from construction to its close event; why each close
+  // reconnects when it does is decided in `_closed`.
   _connect() {
     this._timer = null;
     if (this._stopped) return;
@@ -144,36 +230,57 @@ export class ReconnectingSocket extends EventTarget {
       ws = this._protocols === undefined ? new this._Impl(url) : new this._Impl(url, this._protocols);
     } catch (err) {
       // A bad URL throws synchronously: report it and retry after the backoff.
+      this._error(err);
       this._shortStreak += 1;
+      this._retries += 1;
+      if (this._retries > this._maxRetries) this._stopped = true;
       this._schedule(backoffDelay(this._shortStreak, this._backoff), 1006, String(err), null);
       return;
     }
     this._ws = ws;
     let openedAt = null;
-    ws.binaryType = "arraybuffer";
+    ws.binaryType = this._binaryType;
+    const connectTimer = setTimeout(() => {
+      if (ws.readyState !== CONNECTING) return;
+      this._error(new Error(`connect timed out after ${this._connectTimeoutMs} ms`));
+      ws.close(); // ends in a close event (1006), which schedules the retry
+    }, this._connectTimeoutMs);
     ws.addEventListener("open", () => {
+      clearTimeout(connectTimer);
+      if (ws._replaced) return;
       openedAt = Date.now();
+      this._retries = 0;
       while (this._queue.length > 0 && ws.readyState === OPEN) ws.send(this._queue.shift());
       this.dispatchEvent(new Event("open"));
     });
     ws.addEventListener("message", (event) => {
+      if (ws._replaced) return;
       const out = new Event("message");
       out.data = event.data;
       this.dispatchEvent(out);
     });
-    // Errors always end in a close event, which is where the reconnect is decided.
-    ws.addEventListener("error", () => {});
-    ws.addEventListener("close", (event) => {
-      if (this._ws === ws) this._ws = null;
-      const lived = openedAt === null ? -1 : Date.now() - openedAt;
-      this._shortStreak = lived >= this._minUptimeMs ? 0 : this._shortStreak + 1;
-      const hint = parseHint(event.reason);
-      let delay;
-      if (hint === null) delay = backoffDelay(this._shortStreak, this._backoff);
-      else if (this._shortStreak <= 1) delay = hint;
-      else delay = Math.max(hint, backoffDelay(this._shortStreak, this._backoff));
-      this._schedule(delay, event.code, event.reason ?? "", hint);
+    ws.addEventListener("error", (event) => {
+      if (!ws._replaced) this._error(event?.error ?? new Error(event?.message ?? "WebSocket error"));
     });
+    ws.addEventListener("close", (event) => {
+      clearTimeout(connectTimer);
+      if (ws._replaced) return;
+      if (this._ws === ws) this._ws = null;
+      this._closed(event, openedAt);
+    });
+  }
+
+  _closed(event, openedAt) {
+    const lived = openedAt === null ? -1 : Date.now() - openedAt;
+    this._shortStreak = lived >= this._minUptimeMs ? 0 : this._shortStreak + 1;
+    if (openedAt === null) this._retries += 1;
+    const hint = parseHint(event.reason);
+    let delay;
+    if (hint === null) delay = backoffDelay(this._shortStreak, this._backoff);
+    else if (this._shortStreak <= 1) delay = hint;
+    else delay = Math.max(hint, backoffDelay(this._shortStreak, this._backoff));
+    if (this._retries > this._maxRetries) this._stopped = true;
+    this._schedule(delay, event.code, event.reason ?? "", hint);
   }
 
   _schedule(delay, code, reason, hint) {
@@ -182,7 +289,18 @@ export class ReconnectingSocket extends EventTarget {
     out.reason = reason;
     out.hint = hint;
     out.delayMs = this._stopped ? null : delay;
-    if (!this._stopped) this._timer = setTimeout(() => this._connect(), delay);
+    if (!this._stopped) this._connectAt(performance.now() + delay);
     this.dispatchEvent(out);
+  }
+
+  // Connects once `due` (performance.now() time) has passed. setTimeout counts whole
+  // milliseconds from when it was set and may fire up to 1 ms early on this clock; a
+  // hint is a promise not to come back sooner, so an early timer is set again for the rest.
+  _connectAt(due) {
+    this._timer = setTimeout(() => {
+      const left = due - performance.now();
+      if (left > 0) this._connectAt(due);
+      else this._connect();
+    }, Math.max(0, Math.ceil(due - performance.now())));
   }
 }

@@ -91,7 +91,7 @@ export async function startPod(appPort, extra = []) {
       "--listen", `127.0.0.1:${listen}`,
       "--upstream", `127.0.0.1:${appPort}`,
       "--admin", `127.0.0.1:${admin}`,
-      "--log-level", "warn",
+      "--log-level", process.env.WSDRAIN_JS_LOG || "warn",
       "--max-connections", "1000",
       ...extra,
     ],
