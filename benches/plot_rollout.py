@@ -31,7 +31,7 @@ for row, r in zip(axes, runs):
         where="post",
         color="#7570b3",
         lw=0.9,
-        label="hint-honouring half",
+        label="hint-honouring clients",
     )
     if r.get("expected_peak_per_100ms") is not None:
         left.axhline(
@@ -41,6 +41,14 @@ for row, r in zip(axes, runs):
             lw=1,
             label="sum of overlapping drains' even rates",
         )
+    fleet = r.get("fleet")
+    if fleet:
+        # The budget R as reconnects per 100 ms, and the honouring clients' share of it.
+        per_bin = fleet["fleet_max_rate"] * s["bin_ms"] / 1000
+        left.axhline(per_bin, color="#e7298a", lw=1, label="fleet budget R (per 100 ms)")
+        share = fleet.get("honouring_share", 0.5)
+        if share < 1:
+            left.axhline(per_bin * share, color="#e7298a", lw=0.8, ls=":", label="R / 2")
     for t in r["terminations"]:
         left.axvline(t["started_s"], color="#d95f02", lw=0.6, alpha=0.6)
     left.set_ylim(0, ymax)
@@ -71,9 +79,14 @@ axes[0][0].legend(fontsize=7, loc="upper left")
 axes[0][1].legend(fontsize=6, ncol=2, loc="upper right")
 axes[-1][0].set_xlabel("seconds since the rollout began (orange: an old pod's termination begins)")
 axes[-1][1].set_xlabel("seconds since the rollout began")
+honouring = (
+    "all honour the reconnect hint"
+    if s.get("clients_honouring_hint") == s["clients"]
+    else "half honour the reconnect hint"
+)
 fig.suptitle(
     f'Rolling update of {s["pods"]} pods behind HAProxy {s.get("balance", "leastconn")}, {s["clients"]} WebSocket '
-    f'clients (half honour the reconnect hint); wsdrain window {s["drain_window_s"]:g} s, '
+    f'clients ({honouring}); wsdrain window {s["drain_window_s"]:g} s, '
     f'delay {s["drain_delay_s"]:g} s; load average {doc["machine"].get("loadavg", "?").split()[0]}',
     fontsize=10,
 )

@@ -13,17 +13,33 @@
 # N (20000) SIZE-byte (64) echo round trips run; the figure printed is the count / N.
 # callgrind: user-space instructions (valgrind); strace: syscalls by name (strace -c -f);
 # sched: context switches and on-CPU ns of all the proxy's threads (/proc/PID/task/*).
+#
+# The same counts per delivered message of the push scenario (the app bursts to every
+# client, the clients only listen):
+#   benches/profile.sh count-push callgrind|strace|sched [BINARY]
+# Needs `cargo bench --no-run --bench proxies` (the bench binary is the app and the
+# clients). CONNS (50) clients, BURSTS (200) bursts of one SIZE-byte (64) message to each,
+# every INTERVAL ms (100); the figure printed is the count / (CONNS x BURSTS). Each client
+# also sends the proxy one 8-byte start frame (1 message in BURSTS+1).
 set -euo pipefail
-if [ "${1:-}" = count ]; then
+if [ "${1:-}" = count ] || [ "${1:-}" = count-push ]; then
+  mode=$1
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/.." && pwd)/target}
   how=${2:?callgrind, strace or sched} W=${3:-$CARGO_TARGET_DIR/release/wsdrain}
   D=$CARGO_TARGET_DIR/release/examples/rt_driver
   N=${N:-20000} CONNS=${CONNS:-50} SIZE=${SIZE:-64}
+  B=$(ls -t "$CARGO_TARGET_DIR"/release/deps/proxies-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
+  BURSTS=${BURSTS:-200} INTERVAL=${INTERVAL:-100}
+  unit="round trip"
+  if [ "$mode" = count-push ]; then
+    [ -x "$B" ] || { echo "run cargo bench --no-run --bench proxies first" >&2; exit 1; }
+    N=$((CONNS * BURSTS)) unit="delivered message"
+  fi
   ulimit -n "$(ulimit -Hn)"
   fp() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
   PA=$(fp) PP=$(fp) PAD=$(fp)
   tmp=$(mktemp -d)
-  "$D" echo "$PA" & APP=$!
+  if [ "$mode" = count-push ]; then "$B" __echo-app "$PA" & APP=$!; else "$D" echo "$PA" & APP=$!; fi
   pre=()
   [ "$how" = callgrind ] && pre=(valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" -q)
   "${pre[@]}" "$W" proxy --listen "127.0.0.1:$PP" --upstream "127.0.0.1:$PA" --admin "127.0.0.1:$PAD" \
@@ -33,7 +49,11 @@ if [ "${1:-}" = count ]; then
     python3 -c "import socket,sys;socket.create_connection(('127.0.0.1',$PP),0.2)" 2>/dev/null && break; sleep 0.1
   done
   mkfifo "$tmp/gate"
-  "$D" load "$PP" "$CONNS" "$N" "$SIZE" --gate < "$tmp/gate" > "$tmp/load.txt" & L=$!
+  if [ "$mode" = count-push ]; then
+    "$B" __push-load "$PP" "$CONNS" "$BURSTS" "$SIZE" "$INTERVAL" < "$tmp/gate" > "$tmp/load.txt" & L=$!
+  else
+    "$D" load "$PP" "$CONNS" "$N" "$SIZE" --gate < "$tmp/gate" > "$tmp/load.txt" & L=$!
+  fi
   exec 3>"$tmp/gate"
   for _ in $(seq 1200); do grep -q warm "$tmp/load.txt" && break; sleep 0.1; done
   sched() { # context switches, on-CPU ns: summed over the proxy's threads
@@ -52,14 +72,14 @@ if [ "${1:-}" = count ]; then
     callgrind) callgrind_control -d $P >/dev/null 2>&1 || echo "callgrind_control -d failed" >&2
       for _ in $(seq 300); do grep -qs '^totals:' "$tmp"/cg.out.* && break; sleep 0.1; done
       tot=$(awk '/^totals:/ {t=$2} END {print t}' "$tmp"/cg.out.*)
-      echo "instructions per round trip: $((tot / N)) (total $tot, $N round trips)"
+      echo "instructions per $unit: $((tot / N)) (total $tot, $N ${unit}s)"
       # KEEP=file keeps the dump for callgrind_annotate.
       if [ -n "${KEEP:-}" ]; then cp "$(ls "$tmp"/cg.out.* | tail -1)" "$KEEP"; fi ;;
     strace) kill -INT $S; wait $S || true
-      awk -v n="$N" 'NR>2 && $0 !~ /^-/ && NF>=5 {c=$4; name=$NF; printf "%-16s %8.2f per round trip\n", name, c/n}' "$tmp/strace.txt" ;;
+      awk -v n="$N" -v u="$unit" 'NR>2 && $0 !~ /^-/ && NF>=5 {c=$4; name=$NF; printf "%-16s %8.2f per %s\n", name, c/n, u}' "$tmp/strace.txt" ;;
     sched) read -r c1 n1 < <(sched)
-      echo "context switches per round trip: $(python3 -c "print(round(($c1-$c0)/$N,3))")"
-      echo "proxy on-CPU us per round trip: $(python3 -c "print(round(($n1-$n0)/$N/1000,2))")" ;;
+      echo "context switches per $unit: $(python3 -c "print(round(($c1-$c0)/$N,3))")"
+      echo "proxy on-CPU us per $unit: $(python3 -c "print(round(($n1-$n0)/$N/1000,2))")" ;;
   esac
   exit 0
 fi

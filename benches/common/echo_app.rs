@@ -1,5 +1,6 @@
 //! The echo app: a minimal, allocation-light WebSocket echo server, run as a child
-//! process of the bench binary (`<bench> __echo-app PORT`).
+//! process of the bench binary (`<bench> __echo-app PORT`). A WebSocket opened on
+//! `/push?...` is served by the push scenario's sender instead (`push.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::frames::{header_value, parse_frame, push_header, read_head, unmask};
 use super::process::addr;
+use super::push::{PushParams, push_conn};
 
 /// The echo app on 127.0.0.1:`port`, the app behind every contender.
 pub async fn echo_app(port: u16) {
@@ -38,6 +40,12 @@ pub async fn echo_app_at(at: SocketAddr, received: Option<Arc<AtomicU64>>) {
 
 /// Answers a WebSocket upgrade on `sock` (server side). Returns bytes read past the head.
 pub async fn accept_upgrade(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    Ok(accept_upgrade_head(sock).await?.1)
+}
+
+/// [`accept_upgrade`], also returning the request head (the push scenario's parameters
+/// are in its path).
+pub async fn accept_upgrade_head(sock: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     let (head, rest) = read_head(sock).await?;
     let key = header_value(&head, "sec-websocket-key").unwrap_or("");
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -45,7 +53,7 @@ pub async fn accept_upgrade(sock: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     sock.write_all(resp.as_bytes()).await?;
-    Ok(rest)
+    Ok((head, rest))
 }
 
 thread_local! {
@@ -56,7 +64,10 @@ thread_local! {
 
 async fn echo_conn(mut sock: TcpStream, received: Option<Arc<AtomicU64>>) -> std::io::Result<()> {
     sock.set_nodelay(true)?;
-    let mut inbuf = accept_upgrade(&mut sock).await?;
+    let (head, mut inbuf) = accept_upgrade_head(&mut sock).await?;
+    if let Some(p) = PushParams::from_head(&head) {
+        return push_conn(sock, p, inbuf).await;
+    }
     let mut out: Vec<u8> = Vec::new();
     loop {
         // Parse every complete frame in `inbuf`.

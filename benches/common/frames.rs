@@ -1,11 +1,10 @@
 //! The WebSocket and HTTP wire pieces both ends of a bench connection need: frame
 //! headers, masking, and reading an HTTP head.
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Reads an HTTP request or response head; returns (head, bytes after it).
-pub async fn read_head(sock: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+pub async fn read_head<S: AsyncRead + Unpin>(sock: &mut S) -> std::io::Result<(String, Vec<u8>)> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {

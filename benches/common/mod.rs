@@ -1,16 +1,20 @@
 //! Shared pieces of the side-by-side benches: the echo app, the plain TCP relay, the
-//! contenders (wsdrain, nginx, HAProxy) as child processes, a minimal WebSocket client,
-//! and process bookkeeping (ports, RSS, file-descriptor limit).
+//! contenders (wsdrain, nginx, HAProxy, Traefik, Caddy) as child processes, a minimal
+//! WebSocket client, and process bookkeeping (ports, RSS, file-descriptor limit).
 //!
 //! The echo app and the TCP relay run as child processes of the bench binary itself
 //! (`<bench> __echo-app PORT`, `<bench> __tcp-relay LISTEN UPSTREAM`), so every
 //! contender is a separate process, like the real deployment, and the load generator
 //! in the parent process measures them all the same way.
 //!
-//! One file per job: `echo_app` (the app behind every contender), `contenders` (the
-//! proxies as child processes, and installing them), `client` (the load side),
-//! `frames` (the wire format both ends share), `process` (child processes, ports,
-//! CPU and RSS accounting); this file holds settings, outputs and the child modes.
+//! One file per job: `echo_app` (the app behind every contender; it also pushes, for the
+//! push scenario), `contenders` (the proxies as child processes, and installing them),
+//! `pypi_contenders` (Traefik and Caddy, installed from PyPI), `traefik_ingress` (Traefik
+//! as the rollout bench's balancer), `push` (the push
+//! scenario's bursts and the clients that time them), `client` (the load side), `frames`
+//! (the wire format both ends share), `process` (child processes, ports, CPU and RSS
+//! accounting), `tls` (the certificate and `wss://` connect of the TLS rows); this file
+//! holds settings, outputs and the child modes.
 
 #![allow(dead_code)]
 
@@ -19,6 +23,10 @@ mod contenders;
 mod echo_app;
 mod frames;
 mod process;
+mod push;
+mod pypi_contenders;
+mod tls;
+mod traefik_ingress;
 
 // Each bench uses a different subset of these.
 #[allow(unused_imports)]
@@ -31,6 +39,14 @@ pub use echo_app::*;
 pub use frames::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use push::*;
+#[allow(unused_imports)]
+pub use pypi_contenders::*;
+#[allow(unused_imports)]
+pub use tls::*;
+#[allow(unused_imports)]
+pub use traefik_ingress::*;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -86,6 +102,28 @@ pub fn run_child_mode() -> bool {
                 Duration::from_secs(secs as u64),
             ));
             println!("{rt_s:.0} round trips/s");
+            true
+        }
+        Some("__push-load") => {
+            // For profiling (benches/profile.sh count-push): `<bench> __push-load PORT
+            // CLIENTS BURSTS SIZE INTERVAL_MS`: connects, prints `warm`, waits for a line on
+            // stdin (the caller zeroes its counters), runs the bursts, prints the tally.
+            let n = |i: usize| args[i].parse::<u64>().expect("number");
+            let p = PushParams {
+                size: n(5) as usize,
+                count: n(4),
+                interval: Duration::from_millis(n(6)),
+            };
+            let rt = runtime();
+            let (socks, failed) = rt.block_on(push_connect(n(2) as u16, n(3) as usize, p));
+            println!("warm {}", socks.len());
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let r = rt.block_on(push_run(socks, failed, p, None));
+            println!(
+                "done {} delivered of {}, lost {}, reordered {}, errors {}",
+                r.delivered, r.expected, r.lost, r.reordered, r.errors
+            );
             true
         }
         Some("__tcp-relay") => {
@@ -156,6 +194,8 @@ pub fn machine_info() -> BTreeMap<String, String> {
     };
     m.insert("nginx".into(), ver("nginx", "-v"));
     m.insert("haproxy".into(), ver("haproxy", "-v"));
+    m.insert("traefik".into(), venv_version("traefik", "version"));
+    m.insert("caddy".into(), venv_version("caddy", "version"));
     m.insert(
         "profile".into(),
         if cfg!(debug_assertions) {
