@@ -239,7 +239,83 @@ def test_readme_snippets_are_the_tested_files():
         "clients/js/examples/browser.js",
         "clients/js/examples/partysocket.js",
         "clients/js/examples/reconnecting-websocket.js",
+        "clients/js/examples/socket.io.js",
+        "clients/js/examples/graphql-ws.js",
         "clients/python/examples/reconnecting_loop.py",
+        "clients/python/examples/async_for_loop.py",
     }, sorted(snippets)
     for path, text in snippets.items():
         assert text == (ROOT / path).read_text(), f"README snippet differs from {path}"
+
+
+async def service(targets):
+    """A Service in front of the pods: each new TCP connection goes to targets[0](), a
+    port chosen when the connection arrives (the test switches it at the drain)."""
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r, client_w):
+        try:
+            pod_r, pod_w = await asyncio.open_connection("127.0.0.1", targets[0]())
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(pipe(client_r, pod_w), pipe(pod_r, client_w))
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    return server, port
+
+
+def test_async_for_loop_honours_the_hint_through_a_drain():
+    asyncio.run(asyncio.wait_for(_async_for_through_a_drain(), 60))
+
+
+async def _async_for_through_a_drain():
+    from async_for_loop import follow as follow_async_for
+
+    server_a, port_a, _ = await recording_app()
+    server_b, port_b, _ = await recording_app()
+    pod = start_wsdrain(port_a, "--drain-delay", "0", "--drain-window", "1500ms",
+                        "--reconnect-jitter", f"{JITTER_MS}ms", "--close-timeout", "2s")
+    neighbour = start_wsdrain(port_b)
+    target = [pod[1]]
+    svc, svc_port = await service([lambda: target[0]])
+    policies = [Recorded() for _ in range(CLIENTS)]
+    tasks = [asyncio.create_task(follow_async_for(f"ws://127.0.0.1:{svc_port}/", lambda m: None, p))
+             for p in policies]
+    lag = [0.0]
+    try:
+        await wait_until(lambda: all(p.opens for p in policies), "every client to connect", 10)
+        watching = asyncio.create_task(watch_lag(lag))
+        target[0] = neighbour[1]  # the endpoint leaves the Service as the drain starts
+        await asyncio.to_thread(_post_drain, pod[2])
+        await wait_until(lambda: all(len(p.opens) >= 2 for p in policies), "every client at the neighbour", 15)
+        watching.cancel()
+        await asyncio.sleep(0.5)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        svc.close()
+        pod[0].stop(signal.SIGKILL)
+        neighbour[0].stop(signal.SIGKILL)
+        server_a.close()
+        server_b.close()
+    slack = 0.3 + lag[0]  # the loop's own reconnect, the handshake through the Service
+    for i, p in enumerate(policies):
+        ended_at, rcvd, delay = p.ends[0]
+        assert rcvd is not None and rcvd.code == 1012, f"client {i}: {rcvd}"
+        hint = parse_hint(rcvd.reason)
+        assert hint is not None and delay == hint / 1000, f"client {i}: waited {delay} for {rcvd.reason}"
+        assert len(p.opens) == 2, f"client {i}: {len(p.opens)} connections"
+        waited = p.opens[1] - ended_at
+        assert hint / 1000 <= waited <= hint / 1000 + slack, f"client {i}: open {waited:.3f} s after the close, hint {hint} ms"

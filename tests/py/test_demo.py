@@ -28,3 +28,21 @@ def test_demo_shows_clients_that_honour_the_hint():
     assert last <= DELAY_S + WINDOW_S + JITTER_S, out
     assert max(honour) <= 1.25 * even, f"peak {max(honour)}/s, even {even:.1f}/s\n{out}"
     assert max(honour) < max(staggered), out
+
+
+def test_demo_sse_shows_eventsource_clients_returning_evenly():
+    out = subprocess.run(
+        [wsdrain_bin(), "demo", "--sse", "--clients", str(CLIENTS), "--drain-window", f"{WINDOW_S}s"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert "staggered drain (retry: hint) | abrupt stop (browser default 3 s)" in out, out
+    rows = [line.split("|") for line in out.splitlines() if re.match(r"^\s+\d+ \|", line)]
+    cell = lambda s: int(s) if s.strip() else 0  # noqa: E731
+    staggered = [cell(r[1]) for r in rows]
+    abrupt = [cell(r[2]) for r in rows]
+    assert sum(staggered) == CLIENTS and sum(abrupt) == CLIENTS, out
+    # EventSource clients honour `retry:`: over window + jitter, every second within
+    # 1.25x of the even rate (plus one for the seconds the window's edges split).
+    even = CLIENTS / (WINDOW_S + JITTER_S)
+    assert max(staggered) <= 1.25 * even + 1, f"peak {max(staggered)}/s, even {even:.1f}/s\n{out}"
+    assert max(abrupt) >= 0.9 * CLIENTS, f"the abrupt stop brings them back together\n{out}"

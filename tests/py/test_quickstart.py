@@ -1,7 +1,10 @@
 """docs/quickstart.md, every command that can run without a cluster, run: each `sh`
 block is either marked `# not run here` or made only of commands this test runs (with
-the built binary in place of `cargo run --quiet --`). The manifests they print, and the
-sample app, validate strictly for Kubernetes 1.29 and newer."""
+the built binary in place of `cargo run --quiet --`, from the checkout, `~` a fresh home).
+The manifests they print, and the sample app, validate strictly for Kubernetes 1.29 and
+newer. The commands that need a cluster are checked for what can be checked without
+one: the k6 client gets its script on stdin and no sidecar, the files named exist, and
+the install output (it holds a private key) is written outside the checkout."""
 
 import os
 import pathlib
@@ -39,9 +42,9 @@ def runnable_commands():
     return out
 
 
-def run(command, cwd):
-    """A quickstart command with the built binary for `cargo run --quiet --`, and
-    `> FILE` redirection as the shell would do it."""
+def run(command, home):
+    """A quickstart command with the built binary for `cargo run --quiet --`, run in the
+    checkout, with `> FILE` redirection as the shell would do it and `~` as `home`."""
     words = shlex.split(command)
     assert words[:4] == ["cargo", "run", "--quiet", "--"], command
     args = [wsdrain(), *words[4:]]
@@ -49,17 +52,20 @@ def run(command, cwd):
     if ">" in args:
         i = args.index(">")
         args, target = args[:i], args[i + 1]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=cwd)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT,
+                          env={**os.environ, "HOME": str(home)})
     assert proc.returncode == 0, f"{command}: {proc.stderr}"
     if target:
-        (cwd / target).write_text(proc.stdout)
+        path = pathlib.Path(target.replace("~", str(home), 1)) if target.startswith("~/") else ROOT / target
+        path.write_text(proc.stdout)
     return proc.stdout
 
 
 def test_every_command_is_run_here_or_marked():
     assert runnable_commands() == [
-        "cargo run --quiet -- install > wsdrain-install.yaml",
-        "cargo run --quiet -- inject --all -f echo.yaml",
+        "cargo run --quiet -- install > ~/wsdrain-install.yaml",
+        "cargo run --quiet -- inject --all -f deploy/quickstart/echo.yaml",
+        "cargo run --quiet -- analyze -f deploy/quickstart/echo.yaml",
         "cargo run --quiet -- demo --clients 200 --drain-window 2s",
     ]
     for block in blocks("sh"):
@@ -67,9 +73,70 @@ def test_every_command_is_run_here_or_marked():
             assert "cargo run" not in block
 
 
+def test_the_sample_app_is_shipped_as_shown():
+    (app,) = blocks("yaml")
+    assert app == (ROOT / "deploy/quickstart/echo.yaml").read_text(), "docs and file differ"
+    assert "kubectl apply -n demo -f deploy/quickstart/echo.yaml" in DOC.read_text()
+
+
+def test_the_install_output_stays_out_of_the_checkout():
+    (install,) = [c for c in runnable_commands() if " install " in c + " "]
+    target = shlex.split(install)[-1]
+    assert target.startswith("~/"), f"{install}: the private key would land in the checkout"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "wsdrain-install.yaml" in ignored, "and a copy in the checkout is git-ignored"
+
+
+def not_run_commands():
+    """The commands of the `# not run here` blocks, continuation lines joined."""
+    out = []
+    for block in blocks("sh"):
+        if block.startswith("# not run here"):
+            joined = block.replace("\\\n", " ")
+            out += [l.strip() for l in joined.splitlines() if l.strip() and not l.startswith("#")]
+    return out
+
+
+def test_the_k6_client_gets_its_script_and_no_sidecar(tmp_path):
+    (k6,) = [c for c in not_run_commands() if "grafana/k6" in c]
+    words = shlex.split(k6)
+    dash = words.index("--")
+    kubectl, k6_args = words[:dash], words[dash + 1:]
+    assert "-i" in kubectl or "--stdin" in kubectl, f"without -i the script never reaches k6: {k6}"
+    assert "--labels=wsdrain.io/inject=disabled" in kubectl, f"the client pod would be injected: {k6}"
+    assert k6_args[0] == "run" and "-" in k6_args, k6_args
+    script = k6_args[k6_args.index("<") + 1]
+    source = (ROOT / script).read_text()
+    for i, word in enumerate(k6_args):
+        if word == "-e":
+            name = k6_args[i + 1].split("=", 1)[0]
+            assert f"__ENV.{name}" in source, f"{script} does not read {name}"
+    # The webhook is never called for such a pod, and the injector leaves it alone.
+    installed = yaml.safe_load_all(subprocess.run(
+        [wsdrain(), "install"], capture_output=True, text=True, timeout=60, check=True).stdout)
+    (config,) = [d for d in installed if d and d["kind"] == "MutatingWebhookConfiguration"]
+    for hook in config["webhooks"]:
+        sel = hook["objectSelector"]
+        excluded = any(e["key"] == "wsdrain.io/inject" and e["operator"] == "NotIn"
+                       and "disabled" in e["values"] for e in sel.get("matchExpressions", []))
+        required = sel.get("matchLabels", {}).get("wsdrain.io/inject") == "enabled"
+        assert excluded or required, hook["name"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "ws-client", "labels": {"run": "ws-client", "wsdrain.io/inject": "disabled"}},
+           "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "ws-client", "image": "docker.io/grafana/k6:1.3.0"}]}}
+    out = subprocess.run([wsdrain(), "inject", "--all"], input=yaml.safe_dump(pod),
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "initContainers" not in out and "wsdrain" not in out.replace("wsdrain.io/inject", "")
+
+
+def test_every_file_the_quickstart_names_exists():
+    for path in re.findall(r"(?<![\w/.~-])((?:deploy|docs)/[\w./-]+\.(?:ya?ml|js|md))", DOC.read_text()):
+        assert (ROOT / path).exists(), path
+
+
 def test_quickstart_commands_run_and_their_output_validates(tmp_path):
     (app,) = blocks("yaml")
-    (tmp_path / "echo.yaml").write_text(app)
     for doc in yaml.safe_load_all(app):
         validate_strict(doc, "quickstart echo.yaml")
     outputs = {}
@@ -94,5 +161,10 @@ def test_quickstart_commands_run_and_their_output_validates(tmp_path):
     assert "--drain-window=20s" in sidecar["args"]
     svc = injected[1]
     assert svc["spec"]["ports"][0]["targetPort"] in {p.get("name") for p in sidecar["ports"]}
+
+    assert "K = 2: pods that may drain at once (rollout 1, no HPA, node drain 2)" in outputs["analyze"]
+    assert "warning [no-pdb]" in outputs["analyze"]
+    assert "warning [no-readiness-probe]" in outputs["analyze"]
+    assert "warning [min-ready-seconds-short]" in outputs["analyze"]
 
     assert "got 1012" in outputs["demo"]

@@ -22,6 +22,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 WSDRAIN = {"wsdrain (staggered)", "wsdrain --drain-window 0", "wsdrain --max-connection-age"}
 SEED = "seed: preStop sleep, no sidecar"
+# The fleet budget scenarios and how many old pods each takes away (of the smoke's 3).
+FLEET = {
+    "wsdrain --fleet-max-rate: maxSurge rollout": 3,
+    "wsdrain --fleet-max-rate: half scale-down": 1,
+    "wsdrain --fleet-max-rate: single eviction": 1,
+}
 
 
 def haproxy_path():
@@ -56,8 +62,10 @@ def test_rollout_bench_smoke(tmp_path):
     s = doc["settings"]
     assert s["pods"] == 3 and s["clients"] == 300
     results = {r["contender"]: r for r in doc["results"]}
-    assert set(results) == WSDRAIN | {SEED}, out
+    assert set(results) == WSDRAIN | {SEED} | set(FLEET), out
     for name, r in results.items():
+        if name in FLEET:
+            continue
         assert r["error"] is None, r["error"]
         assert r["connected_initially"] == r["clients"] == s["clients"], name
         # Every client sat on an old pod, and every old pod went away.
@@ -93,6 +101,29 @@ def test_rollout_bench_smoke(tmp_path):
         # No age limit: after the rollout every client holds a connection again.
         assert results[name]["connected_at_end"] == s["clients"], name
         assert results[name]["imbalance_after"] is not None
+
+    for name, leaving in FLEET.items():
+        r = results[name]
+        assert r["error"] is None, r["error"]
+        assert len(r["terminations"]) == leaving, name
+        assert r["reconnects"] >= sum(t["connections_at_start"] for t in r["terminations"]), name
+        # The invariants hold under a budget too.
+        assert r["ended_without_close_frame"] == 0, (name, r["close_codes"])
+        assert r["messages_lost"] == 0, name
+        assert set(r["close_codes"]) == {"1012"}, (name, r["close_codes"])
+        assert r["connected_at_end"] + r["waiting_to_reconnect_at_end"] == r["clients"], name
+        f = r["fleet"]
+        assert f["fleet_max_rate"] == s["fleet_max_rate"]
+        # Against the budget, with room for a busy 2-core box (the real run's bounds are
+        # 1.1x per second and 1.5x per 100 ms, on a quiet machine).
+        assert f["honouring_peak_per_s_to_share_r"] <= 1.5, (name, f)
+        assert f["all_peak_per_s_to_r"] <= 1.5, (name, f)
+    rollout = results["wsdrain --fleet-max-rate: maxSurge rollout"]
+    # K = 2 at 40/s: each pod closes its ~100 connections at 20/s, stretching the 3 s
+    # window to about 5 s.
+    assert rollout["fleet"]["max_concurrent_drains"] == 2
+    assert all(t["exited_s"] - t["started_s"] >= s["drain_delay_s"] + 4.0
+               for t in rollout["terminations"] if t["connections_at_start"] >= 90)
 
     staggered = results["wsdrain (staggered)"]
     abrupt = results["wsdrain --drain-window 0"]

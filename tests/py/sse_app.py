@@ -1,0 +1,56 @@
+"""A Server-Sent Events app for the tests: `GET /sse` streams `id: N` / `data: N` events,
+one every --every seconds, each written in two pieces (so a close that comes between
+them has to wait for the event's end), resuming after `Last-Event-ID`. Plain asyncio,
+chunked HTTP/1.1, one stream per connection."""
+
+import argparse
+import asyncio
+
+
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, every: float) -> None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        writer.close()
+        return
+    first = 1
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "last-event-id" and value.strip().isdigit():
+            first = int(value.strip()) + 1
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                 b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    def chunk(text: str) -> bytes:
+        data = text.encode()
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    n = first
+    try:
+        while True:
+            writer.write(chunk(f"id: {n}\n"))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(chunk(f"data: {n}\n\n"))
+            await writer.drain()
+            n += 1
+            await asyncio.sleep(every)
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--every", type=float, default=1.0)
+    args = parser.parse_args()
+    server = await asyncio.start_server(
+        lambda r, w: serve(r, w, args.every), "127.0.0.1", args.port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
