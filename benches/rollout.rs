@@ -1612,7 +1612,7 @@ fn main() {
 /// The Markdown table of the results.
 fn table(rows: &[Value]) -> String {
     let mut md = String::from(
-        "| contender | start-up s | peak reconnects / 100 ms | peak / s | expected peak / 100 ms (sum of overlapping drains) | peak ÷ expected | peak / s ÷ expected / s | ended without close frame | messages lost | rollout s | imbalance at end | imbalance after | HAProxy peak CPU % | sidecar peak CPU % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| contender | start-up s | peak reconnects / 100 ms | peak / s | expected peak / 100 ms (sum of overlapping drains) | peak ÷ expected | peak / s ÷ expected / s | ended without close frame | messages lost | rollout s | imbalance at end | imbalance after | ingress peak CPU % | sidecar peak CPU % |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let f = |v: &Value| match v {
         Value::Null => "–".to_string(),
