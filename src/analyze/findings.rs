@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::inject::GRACE_MARGIN_SECS;
 use crate::inject::concurrency::{Concurrency, Note, at, ident};
 use crate::inject::container::SIDECAR_NAME;
+use crate::inject::documents::objects;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,31 +75,16 @@ impl Objects {
     /// Sorts the documents (Lists included) by what the checks need.
     pub fn from_documents(docs: &[Value]) -> Objects {
         let mut o = Objects::default();
-        for doc in docs {
-            o.add(doc);
+        for obj in objects(docs) {
+            match obj.get("kind").and_then(Value::as_str).unwrap_or("") {
+                "Deployment" | "StatefulSet" | "Rollout" => o.workloads.push(obj.clone()),
+                "Service" => o.services.push(obj.clone()),
+                "Ingress" => o.ingresses.push(obj.clone()),
+                "ConfigMap" => o.config_maps.push(obj.clone()),
+                _ => {}
+            }
         }
         o
-    }
-
-    fn add(&mut self, doc: &Value) {
-        let Some(obj) = doc.as_object() else { return };
-        match obj.get("kind").and_then(Value::as_str).unwrap_or("") {
-            "Deployment" | "StatefulSet" | "Rollout" => self.workloads.push(obj.clone()),
-            "Service" => self.services.push(obj.clone()),
-            "Ingress" => self.ingresses.push(obj.clone()),
-            "ConfigMap" => self.config_maps.push(obj.clone()),
-            k if k.ends_with("List") => {
-                for item in obj
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    self.add(item);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// The workloads, in input order.

@@ -162,31 +162,15 @@ impl Cluster {
     /// Collects the HPAs, PDBs and Argo Rollouts of `docs` (Lists included).
     pub fn from_documents(docs: &[Value]) -> Cluster {
         let mut c = Cluster::default();
-        for doc in docs {
-            c.add(doc);
+        for obj in super::documents::objects(docs) {
+            match obj.get("kind").and_then(Value::as_str).unwrap_or("") {
+                "HorizontalPodAutoscaler" => c.hpas.push(obj.clone()),
+                "PodDisruptionBudget" => c.pdbs.push(obj.clone()),
+                "Rollout" => c.rollouts.push(obj.clone()),
+                _ => {}
+            }
         }
         c
-    }
-
-    fn add(&mut self, doc: &Value) {
-        let Some(obj) = doc.as_object() else { return };
-        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "HorizontalPodAutoscaler" => self.hpas.push(obj.clone()),
-            "PodDisruptionBudget" => self.pdbs.push(obj.clone()),
-            "Rollout" => self.rollouts.push(obj.clone()),
-            k if k.ends_with("List") => {
-                for item in obj
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    self.add(item);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// The HPA scaling `workload`, if any.

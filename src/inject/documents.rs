@@ -393,6 +393,36 @@ struct Found<'a> {
     namespace: Option<String>,
 }
 
+/// The objects of `docs` with every `List` (`v1/List`, `DeploymentList`, …) opened into
+/// its items, in input order: the injector's readers (`analyze`, the concurrency
+/// worked out from HPAs and PDBs) must see a workload inside a List as one on its own.
+pub fn objects(docs: &[Value]) -> Vec<&Map<String, Value>> {
+    fn walk<'a>(doc: &'a Value, out: &mut Vec<&'a Map<String, Value>>) {
+        let Some(obj) = doc.as_object() else { return };
+        if obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.ends_with("List"))
+        {
+            for item in obj
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                walk(item, out);
+            }
+        } else {
+            out.push(obj);
+        }
+    }
+    let mut out = Vec::new();
+    for doc in docs {
+        walk(doc, &mut out);
+    }
+    out
+}
+
 /// Calls `f` with every workload in `doc` that has a pod template (Lists included);
 /// with a `cluster`, each workload's concurrency is worked out against it.
 fn for_each_template(
