@@ -2,8 +2,8 @@
 //!
 //! `GET /metrics`, `GET /healthz`, `GET /readyz` (503 while draining or when the app does
 //! not accept TCP), `POST /drain`, `GET /drain` (JSON status), `GET /prestop` (starts a
-//! drain and answers only when it is over: what a kubelet `httpGet` preStop hook calls,
-//! so the app container outlives every client), `DELETE /drain` (cancels a drain an
+//! drain and answers only when it is over and no plain HTTP response is in flight: what
+//! a kubelet `httpGet` preStop hook calls, so the app container outlives every client), `DELETE /drain` (cancels a drain an
 //! operator started), `POST /shed?count=N` (closes N connections over the drain
 //! window). Every answer is built after the request took effect, from the drain's own
 //! state. State-changing endpoints require
@@ -25,11 +25,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use crate::body::{Body, plain, response};
-use crate::drain::{Source, Trigger};
+use crate::drain::{Phase, Source, Trigger};
+use crate::in_flight;
 use crate::metrics::ErrorKind;
 use crate::state::Sidecar;
 
@@ -98,6 +99,15 @@ async fn route(
                 let _waiter = drain.prestop_waiter();
                 drain.trigger(Trigger::Graceful, Source::Prestop);
                 drain.wait_done_or_cancelled().await;
+                if drain.phase() == Phase::Done {
+                    // The app container's SIGTERM follows this answer: plain responses
+                    // still streaming from it finish first (they are cut at the
+                    // deadline, so this ends by then).
+                    let by = drain
+                        .deadline()
+                        .map_or_else(Instant::now, |d| d + crate::drain::EXIT_GRACE);
+                    let _ = timeout_at(by, sidecar.http.wait_quiet(in_flight::QUIET)).await;
+                }
                 json(StatusCode::OK, &drain.status())
             }
         },

@@ -19,6 +19,11 @@ use std::time::Duration;
 use prometheus::IntGauge;
 use tokio::sync::{Notify, watch};
 
+/// How long no plain HTTP request may be in flight before the drain counts the HTTP
+/// side as over (the process exits, `/prestop` answers): a polling client is back well
+/// within it.
+pub const QUIET: Duration = Duration::from_millis(500);
+
 /// The count of responses in flight, and the cut signal they watch.
 #[derive(Debug)]
 pub struct InFlight {

@@ -19,7 +19,8 @@ use crate::drain::{self, Drain};
 use crate::state::Sidecar;
 use crate::tls::{CertPaths, Tls, TlsSettings};
 use crate::{
-    admin, deletion_cost, heap_trim, proxy, rebalance, signals, sockets, tcp_mode, workers,
+    admin, deletion_cost, heap_trim, in_flight, proxy, rebalance, signals, sockets, tcp_mode,
+    workers,
 };
 
 /// Runs the sidecar until a signal-triggered drain is over.
@@ -86,7 +87,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     // and the ones that came meanwhile finish.
     let http = &sidecar.http;
     let finished = async {
-        http.wait_quiet(HTTP_QUIET).await;
+        http.wait_quiet(in_flight::QUIET).await;
         http.stop_serving();
         tokio::time::sleep(Duration::from_millis(20)).await;
         http.wait_idle().await;
@@ -109,9 +110,6 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long no plain HTTP request may be in flight before a drained process exits: a
-/// polling client is back well within it.
-const HTTP_QUIET: Duration = Duration::from_millis(500);
 /// The TLS settings the flags ask for; `None` when no certificate is given (plaintext).
 fn tls_settings(flags: &TlsFlags, mode: Mode) -> anyhow::Result<Option<TlsSettings>> {
     let paths = match (&flags.tls_dir, &flags.tls_cert, &flags.tls_key) {

@@ -58,7 +58,7 @@ fn events(first: u64, every: Duration) -> AppBody {
 }
 
 /// A hyper app with a few streaming answers: `/10k` (10 KiB, 1 KiB per 100 ms,
-/// Content-Length), `/4k` (4 KiB in 4 pieces over 200 ms), `/forever` (chunked, never
+/// Content-Length), `/3s` (3,000 bytes, 100 per 100 ms), `/4k` (4 KiB in 4 pieces over 200 ms), `/forever` (chunked, never
 /// ends), `/sse` (an event stream honouring Last-Event-ID).
 async fn start_app() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
@@ -75,6 +75,9 @@ async fn start_app() -> SocketAddr {
                         "/10k" => Response::builder()
                             .header("content-length", "10240")
                             .body(paced(10, 1024, ms(100), b'a')),
+                        "/3s" => Response::builder()
+                            .header("content-length", "3000")
+                            .body(paced(30, 100, ms(100), b'd')),
                         "/4k" => Response::builder()
                             .header("content-length", "4096")
                             .body(paced(4, 1024, ms(50), b'b')),
@@ -338,6 +341,75 @@ async fn a_response_streaming_at_sigterm_arrives_whole_and_the_process_exits_rig
         "wsdrain_http_requests_in_flight during the response"
     );
     drop(log);
+}
+
+/// The app container's preStop hook waits on `/prestop`, and the kubelet sends the app
+/// SIGTERM when it returns: answering while a response is still streaming would let the
+/// app die under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestop_answers_only_once_no_plain_response_is_in_flight() {
+    let app = start_app().await;
+    let (proxy, _log) = start_proxy(
+        app,
+        &[
+            "--drain-delay",
+            "100ms",
+            "--drain-window",
+            "1s",
+            "--close-timeout",
+            "8s",
+        ],
+    )
+    .await;
+    let mut conn = Conn::open(proxy.listen).await.expect("connect");
+    conn.send("/3s", "").await.expect("send");
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let mut first = Some(first_tx);
+    let reading = tokio::spawn(async move {
+        let answer = conn
+            .answer(|_| {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            })
+            .await;
+        (answer, Instant::now())
+    });
+    tokio::time::timeout(Duration::from_secs(5), first_rx)
+        .await
+        .expect("the body starts within 5 s")
+        .expect("first bytes");
+    let admin = proxy.admin;
+    let prestop = tokio::spawn(async move {
+        let answer = http(admin, "GET", "/prestop", &[], b"").await;
+        (answer, Instant::now())
+    });
+    let (answer, ended) = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the answer ends")
+        .expect("reader");
+    let answer = answer.expect("an answer head");
+    assert!(
+        answer.complete && answer.body.len() == 3000,
+        "the response was cut: {} bytes arrived",
+        answer.body.len()
+    );
+    let (status, answered) = tokio::time::timeout(Duration::from_secs(10), prestop)
+        .await
+        .expect("/prestop answers")
+        .expect("task");
+    let (status, _) = status.expect("/prestop");
+    assert_eq!(status, 200);
+    assert!(
+        answered >= ended,
+        "/prestop answered {:?} before the response in flight ended",
+        ended - answered
+    );
+    assert!(
+        answered - ended < Duration::from_secs(3),
+        "/prestop answered {:?} after the last response ended (the deadline was 9 s away)",
+        answered - ended
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
