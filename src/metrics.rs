@@ -110,6 +110,10 @@ pub struct Metrics {
     pub http_cut: IntCounter,
     /// `wsdrain_sse_streams_active`: event streams in the drain plan (registered).
     pub sse_active: IntGauge,
+    /// `wsdrain_sse_streams_refused_total{reason}`: event streams the drain had no place
+    /// for (`draining`: the registry was sealed; `max_connections`), ended at once with
+    /// a hint.
+    pub sse_refused: IntCounterVec,
     /// `wsdrain_sse_streams_compressed_total`: event streams with a `Content-Encoding`,
     /// which cannot be ended at an event boundary and are left to finish.
     pub sse_compressed: IntCounter,
@@ -316,6 +320,15 @@ impl Metrics {
             "wsdrain_sse_streams_active",
             "Server-Sent Events streams open and in the drain plan.",
         );
+        let sse_refused = counter_vec(
+            r,
+            "wsdrain_sse_streams_refused_total",
+            "Server-Sent Events streams ended at once with a retry hint because the drain had no place for them, by reason: draining (the registry was sealed) or max_connections.",
+            &["reason"],
+        );
+        for reason in [Rejection::Draining, Rejection::MaxConnections] {
+            sse_refused.with_label_values(&[reason.as_str()]);
+        }
         let sse_compressed = counter(
             r,
             "wsdrain_sse_streams_compressed_total",
@@ -365,6 +378,7 @@ impl Metrics {
             http_bytes_out: http_bytes.with_label_values(&[APP_TO_CLIENT]),
             http_cut,
             sse_active,
+            sse_refused,
             sse_compressed,
             render_lock: Arc::default(),
         }

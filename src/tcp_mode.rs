@@ -20,7 +20,6 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::conn::{accept_client, connect_app, relay_connection};
-use crate::connections::Refused;
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
 use crate::state::Sidecar;
@@ -72,8 +71,7 @@ async fn serve_one(
         .register(id, sidecar.settings.max_connections)
     {
         Ok(registration) => registration,
-        Err(Refused::Sealed) => return rejected(Rejection::Draining),
-        Err(Refused::Full) => return rejected(Rejection::MaxConnections),
+        Err(refused) => return rejected(refused.into()),
     };
     let app = match connect_app(&sidecar, client).await {
         Ok(app) => app,

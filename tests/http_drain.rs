@@ -1120,3 +1120,58 @@ async fn websockets_and_sse_streams_share_one_staggered_drain() {
     assert!(hints.iter().all(|h| *h <= 1000));
     assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+/// An SSE stream the drain has no place for (beyond `--max-connections`, or after the
+/// drain sealed the registry) ends at once with a hint; an operator sees how many, and
+/// why, as for refused upgrades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_streams_without_a_place_end_at_once_with_a_retry_and_are_counted_by_reason() {
+    let app = start_app().await;
+    let (proxy, _log) = start_proxy(
+        app,
+        &[
+            "--max-connections",
+            "1",
+            "--drain-delay",
+            "0s",
+            "--drain-window",
+            "5s",
+            "--reconnect-jitter",
+            "500ms",
+        ],
+    )
+    .await;
+    let mut held = Conn::open(proxy.listen).await.expect("connect");
+    held.send("/sse", "").await.expect("send");
+    while find(&held.buf, b"data: event 1").is_none() {
+        assert!(held.fill().await.expect("read"), "the first stream ended");
+    }
+    let refused = |reason: &'static str| {
+        let proxy_listen = proxy.listen;
+        async move {
+            let mut conn = Conn::open(proxy_listen).await.expect("connect");
+            conn.send("/sse", "").await.expect("send");
+            let answer = tokio::time::timeout(Duration::from_secs(5), conn.answer(|_| {}))
+                .await
+                .unwrap_or_else(|_| panic!("a stream refused for {reason} ends at once"))
+                .expect("head");
+            assert!(answer.complete, "a clean end ({reason}): {answer:?}");
+            let (_, retry) = check_events(&answer.body, 1).expect("whole events");
+            assert!(retry <= 500, "{reason}: retry {retry}");
+        }
+    };
+    refused("max_connections").await;
+    let series = |reason| format!("wsdrain_sse_streams_refused_total{{reason=\"{reason}\"}}");
+    assert_eq!(proxy.metric(&series("max_connections")).await, 1.0);
+    assert_eq!(proxy.metric(&series("draining")).await, 0.0);
+
+    let (status, _) = http(proxy.admin, "POST", "/drain", &[], b"")
+        .await
+        .expect("POST /drain");
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    refused("draining").await;
+    assert_eq!(proxy.metric(&series("draining")).await, 1.0);
+    assert_eq!(proxy.metric(&series("max_connections")).await, 1.0);
+    drop(held);
+}

@@ -138,6 +138,15 @@ pub enum Rejection {
     App,
 }
 
+impl From<crate::connections::Refused> for Rejection {
+    fn from(refused: crate::connections::Refused) -> Self {
+        match refused {
+            crate::connections::Refused::Sealed => Rejection::Draining,
+            crate::connections::Refused::Full => Rejection::MaxConnections,
+        }
+    }
+}
+
 impl Rejection {
     /// Every reason, in the order the README lists them.
     pub const ALL: [Rejection; 5] = [

@@ -38,7 +38,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::{headers, response};
 use crate::body::{Body, BodyError, empty, plain};
 use crate::log_limit::LogLimit;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, Rejection};
 use crate::sockets;
 use crate::state::{Settings, Sidecar};
 
@@ -148,6 +148,14 @@ pub async fn handle(
             let registration = sidecar
                 .connections
                 .register(id, sidecar.settings.max_connections)
+                .inspect_err(|&refused| {
+                    let reason = Rejection::from(refused);
+                    sidecar
+                        .metrics
+                        .sse_refused
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                })
                 .ok();
             response::sse(sidecar.clone(), body, in_flight, &log_path, registration)
         } else {

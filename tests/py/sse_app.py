@@ -1,13 +1,15 @@
 """A Server-Sent Events app for the tests: `GET /sse` streams `id: N` / `data: N` events,
 one every --every seconds, each written in two pieces (so a close that comes between
 them has to wait for the event's end), resuming after `Last-Event-ID`. Plain asyncio,
-chunked HTTP/1.1, one stream per connection."""
+chunked HTTP/1.1, one stream per connection. With --cors every answer carries
+`Access-Control-Allow-Origin: *`, for a browser's cross-origin `EventSource`."""
 
 import argparse
 import asyncio
 
 
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, every: float) -> None:
+async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, every: float,
+                cors: bool) -> None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
@@ -19,7 +21,8 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ever
         if name.strip().lower() == "last-event-id" and value.strip().isdigit():
             first = int(value.strip()) + 1
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                 b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+                 + (b"Access-Control-Allow-Origin: *\r\n" if cors else b"")
+                 + b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
 
     def chunk(text: str) -> bytes:
         data = text.encode()
@@ -45,9 +48,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--every", type=float, default=1.0)
+    parser.add_argument("--cors", action="store_true")
     args = parser.parse_args()
     server = await asyncio.start_server(
-        lambda r, w: serve(r, w, args.every), "127.0.0.1", args.port, backlog=4096)
+        lambda r, w: serve(r, w, args.every, args.cors), "127.0.0.1", args.port, backlog=4096)
     async with server:
         await server.serve_forever()
 
