@@ -198,7 +198,7 @@ fn cut_before_answer(sidecar: &Sidecar, path: &str) -> Response<Body> {
 }
 
 /// `Content-Type: text/event-stream` (parameters allowed).
-fn is_event_stream(headers: &http::HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -207,7 +207,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
 }
 
 /// A `Content-Encoding` other than `identity`: event boundaries cannot be seen.
-fn is_compressed(headers: &http::HeaderMap) -> bool {
+pub(super) fn is_compressed(headers: &http::HeaderMap) -> bool {
     headers.get_all(CONTENT_ENCODING).iter().any(|v| {
         !v.to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
@@ -318,7 +318,8 @@ fn replay_of(parts: &http::request::Parts) -> Request<Body> {
     req
 }
 
-fn count(sidecar: &Sidecar, status: StatusCode) {
+/// Counts an answer in `wsdrain_http_requests_total{code}` by its status class.
+pub(super) fn count(sidecar: &Sidecar, status: StatusCode) {
     let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -1,14 +1,17 @@
 //! The HTTP/1.1 front end: serves client connections with hyper and sends each request
 //! down one of two paths — a WebSocket upgrade (`upgrade`) or a plain HTTP request
-//! (`forward`).
+//! (`forward`); a plaintext connection that opens with an `EventSource` request is
+//! served off hyper instead (`event_stream`), so an idle stream holds no HTTP buffers.
 //!
-//! Flow: accepted sockets come in from the listener ([`crate::accept`]), get their
-//! addresses ([`crate::conn::accept_client`]), their TLS handshake when the proxy
+//! Flow: accepted sockets come in from the listener ([`crate::workers::serve`]), get
+//! their addresses ([`crate::conn::accept_client`]), their TLS handshake when the proxy
 //! terminates TLS ([`crate::tls`]), and are served by hyper; an upgrade leaves
 //! through [`crate::conn::relay_connection`] after the 101, a plain request through the
 //! pooled client to the app. Headers towards the app are shaped in `headers`.
 
+mod dechunk;
 mod draining;
+mod event_stream;
 mod forward;
 mod headers;
 mod response;
@@ -71,6 +74,31 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc
                 // given back when the head is complete (the service is called).
                 let seat = PENDING_HEADS.enter();
                 let shed = seat.on_shed();
+                tokio::pin!(shed);
+                if tls.is_none() {
+                    // An EventSource's request is served off hyper (see `event_stream`).
+                    let head = tokio::select! {
+                        head = event_stream::first_request(&stream, sidecar.settings.max_header_size) => head,
+                        () = &mut shed => {
+                            sidecar.metrics.shed_waiting(WaitingStage::HttpHead);
+                            return;
+                        }
+                        () = tokio::time::sleep(sidecar.settings.handshake_timeout) => {
+                            sidecar.metrics.error(ErrorKind::HeaderTimeout);
+                            return;
+                        }
+                    };
+                    if let Some(len) = head {
+                        drop(seat);
+                        // A task of its own, sized for this path alone (this one is
+                        // sized for hyper's), as a WebSocket's relay is.
+                        tokio::spawn(
+                            event_stream::serve(sidecar, stream, len, addrs, id)
+                                .instrument(tracing::Span::current()),
+                        );
+                        return;
+                    }
+                }
                 let seat = std::sync::Mutex::new(Some(seat));
                 let activity = Arc::new(draining::Activity::new());
                 let service = service_fn({

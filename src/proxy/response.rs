@@ -135,7 +135,7 @@ fn build(
 
 /// Resolves with the command and hint once `handle` has a command this body has not
 /// acted on: a close (unless one is already waiting for a boundary) or an abort.
-async fn command(handle: &ConnHandle, closing: bool) -> (Command, u32) {
+pub(super) async fn command(handle: &ConnHandle, closing: bool) -> (Command, u32) {
     poll_fn(|cx| {
         let (command, hint) = handle.poll_command(cx);
         match command {
