@@ -13,6 +13,7 @@ pub mod build_info;
 pub mod cli;
 pub mod conn;
 pub mod connections;
+pub mod dechunk;
 pub mod deletion_cost;
 pub mod demo;
 pub mod drain;

@@ -305,7 +305,10 @@ pub fn check_request_head(data: &[u8]) {
     assert!(!status_line.contains(" 500"), "internal error: {text:.300}");
     // Still serving (checked every 32 inputs: it costs two more connections).
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 32 != 0 {
+    if !RUNS
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .is_multiple_of(32)
+    {
         return;
     }
     let mut ok = TcpStream::connect(h.proxy).unwrap();
@@ -330,9 +333,16 @@ pub fn check_proxy_protocol(data: &[u8]) {
     const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
     let parsed = parse(data);
     if data.starts_with(V2_SIG) && parsed.is_ok() {
-        assert!(data.len() >= 16, "a v2 header shorter than 16 bytes was accepted");
+        assert!(
+            data.len() >= 16,
+            "a v2 header shorter than 16 bytes was accepted"
+        );
         let declared = usize::from(u16::from_be_bytes([data[14], data[15]]));
-        assert_eq!(data.len(), 16 + declared, "v2 length differs from the declared one");
+        assert_eq!(
+            data.len(),
+            16 + declared,
+            "v2 length differs from the declared one"
+        );
     }
     if let Ok(Some(src)) = parsed {
         let dst: SocketAddr = "10.0.0.1:80".parse().expect("literal");
@@ -371,7 +381,10 @@ pub fn check_sse_tracker(data: &[u8]) {
     for (k, piece) in stream.chunks(size).enumerate() {
         let mut from = 0;
         while let Some(n) = t.next_boundary(&piece[from..]) {
-            assert!(n >= 1 && from + n <= piece.len(), "boundary outside the read");
+            assert!(
+                n >= 1 && from + n <= piece.len(),
+                "boundary outside the read"
+            );
             from += n;
             assert!(
                 boundary_at[k * size + from],
@@ -379,16 +392,72 @@ pub fn check_sse_tracker(data: &[u8]) {
             );
         }
     }
-    assert_eq!(t, bytewise, "reading in pieces ended elsewhere than byte by byte");
+    assert_eq!(
+        t, bytewise,
+        "reading in pieces ended elsewhere than byte by byte"
+    );
     for p in [0, stream.len() / 2, stream.len()] {
         let mut at = SseTracker::new();
         at.feed(&stream[..p]);
         let open = at.event_pending();
         for &b in at.closing_suffix(1234).iter() {
             at.feed(&[b]);
-            assert!(!open || at.event_pending(), "the suffix dispatched an open event");
+            assert!(
+                !open || at.event_pending(),
+                "the suffix dispatched an open event"
+            );
         }
         assert!(!at.event_pending() || open);
+    }
+}
+
+/// Arbitrary bytes as a chunked body from the app (`wsdrain::dechunk`, read off hyper for
+/// event streams). Fed in pieces whose sizes come from the first byte, the decoder must
+/// give the same data, the same verdict and the same end as fed whole, keep its data
+/// runs inside the bytes it was given, and never panic.
+pub fn check_dechunk(data: &[u8]) {
+    use wsdrain::dechunk::Dechunk;
+    let Some((&size, body)) = data.split_first() else {
+        return;
+    };
+    let size = usize::from(size % 17) + 1;
+    let mut whole = Dechunk::new();
+    let mut whole_out = Vec::new();
+    let whole_ok = whole
+        .feed(body, |r| whole_out.extend_from_slice(&body[r]))
+        .is_ok();
+    let mut pieces = Dechunk::new();
+    let mut pieces_out = Vec::new();
+    let mut pieces_ok = true;
+    for piece in body.chunks(size) {
+        let fed = pieces.feed(piece, |r| {
+            assert!(r.end <= piece.len(), "a data run outside the bytes given");
+            pieces_out.extend_from_slice(&piece[r]);
+        });
+        if fed.is_err() {
+            pieces_ok = false;
+            break;
+        }
+        if pieces.is_done() {
+            break;
+        }
+    }
+    assert_eq!(
+        whole_ok, pieces_ok,
+        "the verdict depends on how the bytes were split"
+    );
+    if whole_ok {
+        assert_eq!(
+            whole_out, pieces_out,
+            "the data depends on how the bytes were split"
+        );
+        assert_eq!(
+            whole.is_done(),
+            pieces.is_done(),
+            "the end depends on the split"
+        );
+    } else {
+        assert!(pieces_out.len() <= body.len());
     }
 }
 

@@ -17,7 +17,7 @@
 //! `X-Forwarded-*`). An answer that is an event stream (200, no `Content-Encoding`) is
 //! a registered connection in the drain, exactly as through hyper: its close waits for
 //! an event boundary and adds `retry: <hint>`; the body goes to the client
-//! close-delimited (de-chunked by [`super::dechunk`]), so the hint can go in anywhere.
+//! close-delimited (de-chunked by [`crate::dechunk`]), so the hint can go in anywhere.
 //! Any other answer (a 204 that stops the client, a 401, a redirect) is relayed as it
 //! came, framing and all, and the connection closes after it.
 //!
@@ -37,13 +37,13 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::dechunk::{Dechunk, Malformed};
 use super::forward::{count, is_compressed, is_event_stream};
 use super::headers;
 use super::response::command;
 use crate::buffer_pool;
 use crate::conn::{ClientAddrs, connect_app};
 use crate::connections::{Command, Registration};
+use crate::dechunk::{Dechunk, Malformed};
 use crate::hint;
 use crate::in_flight::InFlightGuard;
 use crate::log_limit::LogLimit;

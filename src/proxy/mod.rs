@@ -9,7 +9,6 @@
 //! through [`crate::conn::relay_connection`] after the 101, a plain request through the
 //! pooled client to the app. Headers towards the app are shaped in `headers`.
 
-mod dechunk;
 mod draining;
 mod event_stream;
 mod forward;

@@ -124,6 +124,7 @@ fn main() {
         "request_head" => wsdrain_fuzz::check_request_head,
         "proxy_protocol" => wsdrain_fuzz::check_proxy_protocol,
         "sse_tracker" => wsdrain_fuzz::check_sse_tracker,
+        "dechunk" => wsdrain_fuzz::check_dechunk,
         "tls_accept" => wsdrain_fuzz::check_tls_accept,
         other => {
             eprintln!("unknown target {other}");

@@ -1,5 +1,5 @@
 //! The chunked transfer coding (RFC 9112 §7.1) read as it passes, for the event streams
-//! served off hyper ([`super::event_stream`]): the app's body arrives chunked, and the
+//! served off hyper (`proxy::event_stream`): the app's body arrives chunked, and the
 //! boundary tracker must see the data, not the chunk sizes.
 //!
 //! The decoder keeps a few bytes of state and never buffers: each call hands back the
