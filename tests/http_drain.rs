@@ -780,7 +780,12 @@ async fn the_app_going_away_mid_event_ends_the_sse_stream_with_a_retry_and_no_pa
         .and_then(|h| h.parse().ok())
         .unwrap_or_else(|| panic!("retry line {rest:?}"));
     assert!(hint <= 2000);
-    assert_eq!(proxy.metric("wsdrain_sse_streams_active").await, 0.0);
+    assert_eq!(
+        proxy
+            .metric_reaching("wsdrain_sse_streams_active", 0.0, Duration::from_secs(2))
+            .await,
+        0.0
+    );
 }
 
 /// Resident memory of a process, in KiB.

@@ -711,8 +711,9 @@ async fn stream_events(
             return;
         }
     }
+    // Out of the drain's books before the client sees the end, as a relay's close is.
+    drop(slot);
     if !matches!(end, End::Gone) {
         let _ = client.shutdown().await;
     }
-    drop(slot);
 }
