@@ -6,7 +6,8 @@
 //! `cargo bench --bench proxies` (full) or `WSDRAIN_BENCH_SMOKE=1 cargo test --bench
 //! proxies` (a second or so per contender). Figures: echo round trips/s and
 //! p50/p99/p99.9 latency for 64-byte messages at 50 and 1,000 connections, MB/s for
-//! 64 KiB messages, RSS per idle connection with 5,000 connections open, and the push
+//! 64 KiB messages, RSS per idle connection with 5,000 connections open (WebSockets, and
+//! for wsdrain also Server-Sent Events streams), and the push
 //! scenario (64 B and 1 KiB bursts from the app to 5,000 clients: proxy CPU per
 //! delivered message, delivery latency, lost or reordered messages). Contenders
 //! are interleaved round by round so they share whatever else loads the machine.
@@ -540,6 +541,18 @@ fn main() {
         );
         r
     });
+    // And wsdrain under idle Server-Sent Events streams (EventSource requests).
+    let idle_sse = idle_kinds.contains(&Kind::Wsdrain).then(|| {
+        let sse_app = rt.block_on(start_sse_app());
+        let port = free_port();
+        let p = spawn_wsdrain(port, sse_app, &[]);
+        let r = rt.block_on(idle_sse_rss(port, &p, s.idle_conns));
+        eprintln!(
+            "idle wsdrain, SSE streams {:>8.0} B/conn ({} -> {} KiB)",
+            r.0, r.1, r.2
+        );
+        r
+    });
     info.insert("loadavg_before".into(), load_before);
     info.insert("loadavg_after".into(), loadavg());
     info.remove("loadavg");
@@ -638,6 +651,18 @@ fn main() {
         );
         rss_json.push(json!({
             "contender": "wsdrain_mid_header", "connections": s.idle_conns, "bytes_per_conn": per,
+            "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
+            "rss_before_kib": before, "rss_after_kib": after,
+        }));
+    }
+    if let Some((per, before, after)) = idle_sse {
+        let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
+        md += &format!(
+            "| wsdrain, idle SSE streams (EventSource) | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
+            per / 1024.0
+        );
+        rss_json.push(json!({
+            "contender": "wsdrain_sse", "connections": s.idle_conns, "bytes_per_conn": per,
             "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
             "rss_before_kib": before, "rss_after_kib": after,
         }));

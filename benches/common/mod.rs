@@ -22,6 +22,7 @@ mod client;
 mod contenders;
 mod echo_app;
 mod frames;
+mod idle_sse;
 mod process;
 mod push;
 mod pypi_contenders;
@@ -37,6 +38,8 @@ pub use contenders::*;
 pub use echo_app::*;
 #[allow(unused_imports)]
 pub use frames::*;
+#[allow(unused_imports)]
+pub use idle_sse::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
