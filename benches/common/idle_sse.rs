@@ -13,7 +13,9 @@ use super::Proc;
 
 /// Starts the event-stream app on a loopback port and returns the port.
 pub async fn start_sse_app() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the SSE app");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the SSE app");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
@@ -46,7 +48,9 @@ async fn open_stream(port: u16) -> std::io::Result<TcpStream> {
     while !got.windows(5).any(|w| w == b"hello") {
         let n = s.read(&mut buf).await?;
         if n == 0 {
-            return Err(std::io::Error::other("the stream ended before its first event"));
+            return Err(std::io::Error::other(
+                "the stream ended before its first event",
+            ));
         }
         got.extend_from_slice(&buf[..n]);
     }
