@@ -8,6 +8,9 @@ Python `websockets` echo app with compression on, once directly and once through
     scripts/autobahn_compare.py              # CI selection: 1-7, 10, 12.1, 13.1
     scripts/autobahn_compare.py --full       # every case; compares the cases the app
                                              # passes directly and lists the others
+    scripts/autobahn_compare.py --tls        # through wsdrain terminating TLS: kosoku
+                                             # has no wss://, so it connects through
+                                             # scripts/tls_client_shim.py
 
 Some verdicts depend on timing in the app itself, not on what sits in between: in 4.2.5 the
 fuzzer sends a text message and then a frame with a reserved opcode, and whether the app
@@ -50,26 +53,46 @@ def kosoku(target_port: int, outdir: Path, cases, parallelism: int) -> dict:
     return results
 
 
-def start(wsdrain: str, app_port: int, listen: int, admin: int):
-    """The echo app and wsdrain in front of it, both listening when this returns."""
+def make_cert(directory: Path) -> Path:
+    """A throwaway certificate for localhost in `directory` (tls.crt, tls.key)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+                   check=True, capture_output=True)
+    return directory
+
+
+def start(wsdrain: str, app_port: int, listen: int, admin: int, tls_dir=None):
+    """The echo app and wsdrain in front of it, all listening when this returns. With
+    `tls_dir`, wsdrain terminates TLS and the TLS shim listens on `listen` instead."""
     app = subprocess.Popen([sys.executable, str(ROOT / "tests/py/echo_server.py"), "--port", str(app_port)],
                            stdout=subprocess.DEVNULL)
-    proxy = subprocess.Popen([wsdrain, "proxy", "--listen", f"127.0.0.1:{listen}",
-                              "--upstream", f"127.0.0.1:{app_port}", "--admin", f"127.0.0.1:{admin}",
-                              "--log-level", "error"])
+    proxy_port = free_port() if tls_dir else listen
+    procs = [app, subprocess.Popen(
+        [wsdrain, "proxy", "--listen", f"127.0.0.1:{proxy_port}",
+         "--upstream", f"127.0.0.1:{app_port}", "--admin", f"127.0.0.1:{admin}",
+         "--log-level", "error", *(["--tls-dir", str(tls_dir)] if tls_dir else [])])]
+    if tls_dir:
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts/tls_client_shim.py"), "--listen", str(listen),
+             "--connect", f"127.0.0.1:{proxy_port}", "--cafile", str(tls_dir / "tls.crt")]))
     try:
         wait_port(app_port)
+        wait_port(proxy_port)
         wait_port(listen)
     except BaseException:
-        stop(app, proxy)
+        stop(procs)
         raise
-    return app, proxy
+    return procs
 
 
-def stop(app, proxy) -> None:
+def stop(procs) -> None:
+    app, proxy, *shim = procs
     proxy.send_signal(3)  # SIGQUIT: close at once
-    app.terminate()
-    for p in (proxy, app):
+    for p in (app, *shim):
+        p.terminate()
+    for p in procs:
         try:
             p.wait(10)
         except subprocess.TimeoutExpired:
@@ -86,19 +109,26 @@ def main() -> int:
     ap.add_argument("-p", "--parallelism", type=int, default=8)
     ap.add_argument("--wsdrain", default=os.environ.get("WSDRAIN_BIN", str(ROOT / "target/debug/wsdrain")))
     ap.add_argument("--keep", help="directory to keep the reports in")
+    ap.add_argument("--tls", action="store_true",
+                    help="wsdrain terminates TLS (a throwaway certificate; kosoku through the shim)")
     args = ap.parse_args()
     cases = [] if args.full else CI_CASES
 
     app_port, listen, admin = free_port(), free_port(), free_port()
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="autobahn-"))
-    app, proxy = start(args.wsdrain, app_port, listen, admin)
+    tls_dir = None
+    if args.tls:
+        tls_dir = out / "tls"
+        tls_dir.mkdir(parents=True, exist_ok=True)
+        make_cert(tls_dir)
+    procs = start(args.wsdrain, app_port, listen, admin, tls_dir)
     try:
         started = time.time()
         direct = kosoku(app_port, out / "direct", cases, args.parallelism)
         through = kosoku(listen, out / "wsdrain", cases, args.parallelism)
         took = time.time() - started
     finally:
-        stop(app, proxy)
+        stop(procs)
 
     def case_key(c):
         return [int(x) for x in c.split(".")]
@@ -117,7 +147,7 @@ def main() -> int:
     differ, settled = [], []
     if suspects:
         app_port, listen, admin = free_port(), free_port(), free_port()
-        app, proxy = start(args.wsdrain, app_port, listen, admin)
+        procs = start(args.wsdrain, app_port, listen, admin, tls_dir)
         try:
             for case, first in suspects:
                 tries = [first]
@@ -133,9 +163,10 @@ def main() -> int:
                 else:
                     differ.append(f"{case}: " + "; then ".join(tries))
         finally:
-            stop(app, proxy)
+            stop(procs)
 
-    print(f"autobahn: {compared} cases compared in {took:.0f}s, {len(differ)} differ, "
+    over = " over TLS" if args.tls else ""
+    print(f"autobahn{over}: {compared} cases compared in {took:.0f}s, {len(differ)} differ, "
           f"{len(skipped)} not compared; reports in {out}")
     for line in skipped:
         print(f"  not compared (fails directly): {line}")
