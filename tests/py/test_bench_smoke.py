@@ -83,10 +83,11 @@ def test_benches_run_in_smoke_mode(tmp_path):
     assert "small_50: wsdrain proxy CPU per round trip ≤ nginx's" in names, names
     assert "small_50: wsdrain ≥ 1.10× haproxy round trips/s" in names, names
     # Every contender idle, over TLS too, plus wsdrain with each client stopped inside a
-    # frame header.
+    # frame header, and wsdrain under idle SSE streams.
     idle = {r["contender"] for r in proxies["idle_rss"]}
-    assert idle == contenders | tls_rows | {"wsdrain_mid_header"}, idle
+    assert idle == contenders | tls_rows | {"wsdrain_mid_header", "wsdrain_sse"}, idle
     assert "| wsdrain, each stopped mid-header |" in (tmp_path / "proxies.md").read_text()
+    assert "| wsdrain, idle SSE streams (EventSource) |" in (tmp_path / "proxies.md").read_text()
     assert (tmp_path / "proxies.md").read_text().count("| wsdrain |") >= 4
 
     # The push scenario: every contender, every message delivered once and in order.

@@ -22,11 +22,7 @@ Skipped when no chromium / chromium-browser binary is installed (.ci/apt-package
 """
 
 import asyncio
-import http.server
-import json
-import os
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -35,8 +31,7 @@ import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
+from browser import PageServer, chromium, chromium_log, find_chromium, stop_group  # noqa: E402
 from conftest import HERE, Proc, start_wsdrain  # noqa: E402
 from loopback import free_port, wait_port  # noqa: E402
 
@@ -129,71 +124,8 @@ class Balancer:
         self.thread.join(10)
 
 
-class PageServer(http.server.ThreadingHTTPServer):
-    """Serves the page on 127.0.0.1 and keeps the last report it POSTs back."""
-
-    def __init__(self, page: str):
-        self.page, self.report = page.encode(), None
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(h):
-                h.send_response(200 if h.path == "/" else 404)
-                h.send_header("Content-Type", "text/html")
-                h.send_header("Content-Length", str(len(self.page)))
-                h.end_headers()
-                h.wfile.write(self.page)
-
-            def do_POST(h):
-                self.report = json.loads(h.rfile.read(int(h.headers["Content-Length"])))
-                h.send_response(204)
-                h.end_headers()
-
-            def log_message(h, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def wait(self, done, timeout: float):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.report and done(self.report):
-                return self.report
-            time.sleep(0.1)
-        return self.report
-
-
-def chromium(binary: str, url: str, profile, log) -> subprocess.Popen:
-    return subprocess.Popen([
-        binary, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-        "--host-resolver-rules=MAP *.wsdrain.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--enable-logging=stderr",
-        "--no-proxy-server", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-extensions",
-        "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-        "--disable-dev-shm-usage", url,
-    ], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-
-
-def chromium_log(tmp_path) -> str:
-    return (tmp_path / "chromium.log").read_text(errors="replace")[-2000:]
-
-
-def stop_group(p: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if p.poll() is not None:
-            return
-        os.killpg(p.pid, sig)
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
 def test_chromium_eventsource_reconnects_after_the_drain_hint(tmp_path):
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        pytest.skip("chromium is not installed (apt-get install chromium; .ci/apt-packages.txt)")
+    binary = find_chromium()
     app_port = free_port()
     app = Proc([sys.executable, str(HERE / "sse_app.py"), "--port", str(app_port),
                 "--every", "0.2", "--cors"], stdout=subprocess.DEVNULL)
@@ -208,7 +140,8 @@ def test_chromium_eventsource_reconnects_after_the_drain_hint(tmp_path):
         lb = Balancer(pod_listen)
         page = PageServer(PAGE % {"n": STREAMS, "port": lb.port})
         url = f"http://127.0.0.1:{page.server_address[1]}/"
-        browser = chromium(binary, url, tmp_path / "profile", log)
+        browser = chromium(binary, url, tmp_path / "profile", log, [
+            "--host-resolver-rules=MAP *.wsdrain.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
 
         def going(r):
             return all(len(s["ids"]) >= 2 for s in r)
