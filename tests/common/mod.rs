@@ -363,3 +363,16 @@ pub async fn http_full(
 pub fn close_code(frame: &Option<CloseFrame>) -> Option<u16> {
     frame.as_ref().map(|f| u16::from(f.code))
 }
+
+/// Resident memory of a live process, in KiB (panics if the process is gone: a
+/// memory assertion on nothing would pass for the wrong reason).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}

@@ -75,13 +75,7 @@ impl Proxy {
 
     /// The proxy's resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
+        crate::common::rss_kib(self.pid())
     }
 
     /// CPU time (user + system) of the proxy, in clock ticks.

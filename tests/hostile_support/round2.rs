@@ -189,13 +189,7 @@ impl Webhook {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
+        crate::common::rss_kib(self.child.id())
     }
 
     /// A TLS connection that trusts only this webhook's certificate.
