@@ -430,3 +430,72 @@ async fn tcp_mode_terminates_tls_and_a_drain_ends_with_close_notify() {
     let _ = tls.shutdown().await;
     assert_eq!(proxy.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+/// Resident KiB a proxy grows by per connection once `n` connections sit idle.
+async fn idle_growth(proxy: &Proxy, n: usize, before: u64) -> f64 {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rss_kib(proxy.child.id()).saturating_sub(before) as f64 / n as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_wss_socket_costs_at_most_4_kib_more_than_an_idle_ws_socket() {
+    let n = std::env::var("WSDRAIN_IDLE_SOCKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300usize);
+    let app = EchoApp::start().await;
+    let pair = Pair::new();
+    let dir = SecretDir::new("idle", &pair);
+    let config = client_config(&[&pair]);
+    let tls_proxy = Proxy::start(
+        app.addr,
+        &["--tls-dir", dir.arg(), "--max-connections", "5000"],
+    )
+    .await;
+    // One connection first, so the process's one-time costs are behind the baseline.
+    let (mut warm, _) = wss(tls_proxy.listen, &config).await;
+    echo(&mut warm, "warm").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(tls_proxy.child.id());
+    let mut sockets = Vec::new();
+    for i in 0..n {
+        let (mut ws, _) = wss(tls_proxy.listen, &config).await;
+        // A message each way: every buffer a busy connection uses has been used once.
+        echo(&mut ws, &format!("hello {i}")).await;
+        sockets.push(ws);
+    }
+    let wss_kib = idle_growth(&tls_proxy, n, before).await;
+    drop((sockets, warm));
+
+    let plain_proxy = Proxy::start(app.addr, &["--max-connections", "5000"]).await;
+    let (mut warm, _) = tokio_tungstenite::connect_async(plain_proxy.url("/"))
+        .await
+        .expect("ws");
+    warm.send(Message::text("warm")).await.expect("send");
+    let _ = warm.next().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(plain_proxy.child.id());
+    let mut sockets = Vec::new();
+    for i in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(plain_proxy.url("/"))
+            .await
+            .expect("ws");
+        ws.send(Message::text(format!("hello {i}")))
+            .await
+            .expect("send");
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => {}
+            other => panic!("expected the echo, got {other:?}"),
+        }
+        sockets.push(ws);
+    }
+    let ws_kib = idle_growth(&plain_proxy, n, before).await;
+    println!("idle per connection over {n}: wss {wss_kib:.1} KiB, ws {ws_kib:.1} KiB");
+    // rustls' buffered session kept a 4 KiB read buffer for a connection's whole life
+    // (7 KiB over ws:// in all); the unbuffered one holds bytes only while they move.
+    assert!(
+        wss_kib <= ws_kib + 4.0,
+        "an idle wss:// socket costs {wss_kib:.1} KiB, an idle ws:// one {ws_kib:.1} KiB"
+    );
+    assert!(ws_kib > 0.0, "the ws:// side was measured");
+}

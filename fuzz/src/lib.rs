@@ -462,8 +462,8 @@ pub fn check_dechunk(data: &[u8]) {
 }
 
 /// The TLS accept path: arbitrary bytes as a client's first flight into wsdrain's own
-/// handshake (`wsdrain::tls::Tls::accept`: tokio-rustls and rustls' ClientHello parser,
-/// the proxy's configuration and limits) over a real loopback socket. Whatever the
+/// handshake (`wsdrain::tls::Tls::accept`: rustls' unbuffered session and its
+/// ClientHello parser, the proxy's configuration and limits) over a real loopback socket. Whatever the
 /// bytes, the handshake must end — done, refused or timed out — and never panic. The
 /// certificate is a test fixture (`fuzz/fixtures/`).
 pub fn check_tls_accept(data: &[u8]) {

@@ -23,7 +23,6 @@ use hyper::{Request, Response, StatusCode, body::Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, Span, debug, warn};
 
 use super::headers;
@@ -207,7 +206,9 @@ fn client_parts(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
         Ok(parts) => return Some((Socket::Plain(parts.io.into_inner()), parts.read_buf)),
         Err(other) => other,
     };
-    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    let parts = upgraded
+        .downcast::<TokioIo<Box<tls::TlsTransport>>>()
+        .ok()?;
     Some((tls::into_socket(parts.io.into_inner()), parts.read_buf))
 }
 

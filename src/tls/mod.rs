@@ -12,8 +12,9 @@
 //! a client that connects and leaves without a word (a TCP health check) is not one.
 //!
 //! Flow: an accepted socket in from the connection's accept step (`conn`, after any
-//! PROXY header); a TLS stream out to hyper (the HTTP front end, `proxy`) or a
-//! [`TlsTransport`] to the relay (`tcp_mode`). This module imports neither: they call it.
+//! PROXY header); a [`TlsTransport`] out, which hyper serves (the HTTP front end,
+//! `proxy`) and the relay drives (after an upgrade, or in `tcp_mode`). This module
+//! imports neither: they call it.
 
 mod certs;
 mod socket;
@@ -29,8 +30,6 @@ use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 pub use certs::{
@@ -69,7 +68,7 @@ pub enum SetupError {
 
 /// The TLS front of a listener: configuration, handshake limits and their counters.
 pub struct Tls {
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
     timeout: Duration,
     slots: HandshakeSlots,
     metrics: Metrics,
@@ -105,7 +104,7 @@ impl Tls {
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
         }
         let tls = Tls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
             timeout: settings.handshake_timeout,
             slots: HandshakeSlots::new(settings.max_handshakes),
             metrics: metrics.clone(),
@@ -115,10 +114,11 @@ impl Tls {
 
     /// Runs the handshake on a fresh client socket. `None`: it failed, timed out or was
     /// shed (counted and logged at debug here); the connection is to be dropped.
-    pub async fn accept(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    pub async fn accept(&self, stream: TcpStream) -> Option<Box<TlsTransport>> {
         let (_slot, shed) = self.slots.enter();
+        let handshake = TlsTransport::handshake(stream, self.config.clone());
         let outcome = tokio::select! {
-            r = tokio::time::timeout(self.timeout, self.acceptor.accept(stream)) => r,
+            r = tokio::time::timeout(self.timeout, handshake) => r,
             _ = shed => {
                 self.metrics.error(ErrorKind::TlsHandshakeShed);
                 debug!("TLS handshake dropped: too many in progress");
@@ -126,7 +126,7 @@ impl Tls {
             }
         };
         match outcome {
-            Ok(Ok(stream)) => Some(stream),
+            Ok(Ok(stream)) => Some(Box::new(stream)),
             Ok(Err(e)) => {
                 // A peer that leaves before finishing (a TCP health check) is no error.
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
@@ -144,11 +144,9 @@ impl Tls {
     }
 }
 
-/// A finished handshake as the relay takes it: the socket and the session apart from
-/// tokio-rustls.
-pub fn into_socket(stream: TlsStream<TcpStream>) -> Socket {
-    let (tcp, session) = stream.into_inner();
-    Socket::Tls(Box::new(TlsTransport::new(tcp, session)))
+/// A finished handshake as the relay takes it (hyper may have served requests over it).
+pub fn into_socket(stream: Box<TlsTransport>) -> Socket {
+    Socket::Tls(stream)
 }
 
 /// The handshakes in progress, oldest first, each with the signal that drops it.
