@@ -13,8 +13,8 @@ mod kinds;
 
 use std::sync::{Arc, Mutex};
 
-use crate::connections::CloseReason;
 use crate::per_thread_counter::PerThreadCounter;
+use crate::registry::CloseReason;
 pub use kinds::{ErrorKind, Initiator, Rejection, WaitingStage};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,

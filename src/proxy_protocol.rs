@@ -15,7 +15,7 @@
 //! own peer is used); values the spec does not define are rejected, as it requires.
 //! TLVs are skipped, up to an address block of `V2_MAX_LEN` bytes.
 //!
-//! Flow: a fresh client socket in (`conn.rs`): its header is read and the reported
+//! Flow: a fresh client socket in (`connection.rs`): its header is read and the reported
 //! address goes out; addresses in, a header's bytes out for the app connection.
 
 use std::net::{IpAddr, SocketAddr};

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use rand::seq::SliceRandom;
 use tracing::info;
 
-use crate::connections::{CloseReason, Command, ConnHandle};
 use crate::drain::scheduler::Stagger;
 use crate::hint;
+use crate::registry::{CloseReason, Command, ConnHandle};
 use crate::state::Sidecar;
 
 /// The extra age of connection `id`, spread evenly over `[0, jitter]` and stable for

@@ -10,7 +10,7 @@
 //! keepalive time: unacknowledged data that long means the peer is dead.
 //!
 //! Flow: addresses in, listeners out (`sidecar.rs`, the webhook); streams in, tuned in
-//! place (`conn.rs`, the plain-HTTP retry).
+//! place (`connection.rs`, the plain-HTTP retry).
 
 use std::net::SocketAddr;
 

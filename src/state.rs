@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{Mode, ProxyOptions};
-use crate::connections::Connections;
 use crate::drain::Drain;
 use crate::in_flight::InFlight;
 use crate::metrics::Metrics;
 use crate::proxy_protocol;
+use crate::registry::Connections;
 use crate::relay::RelaySettings;
 
 /// The proxy's settings as plain data (see `cli::ProxyOptions` for what each means).

@@ -10,8 +10,9 @@
 //! gets plaintext; a drained connection then gets `close_notify` before its FIN, so a
 //! TLS client sees a clean end rather than a truncation.
 //!
-//! Flow: sockets in from [`crate::accept`]; each is registered in the registry, given
-//! an app connection and relayed through [`crate::conn`], like a WebSocket after its 101.
+//! Flow: sockets in from the listener on a data-path thread ([`crate::workers::serve`]);
+//! each is registered in the registry, given an app connection and relayed through
+//! [`crate::connection`], like a WebSocket after its 101.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::conn::{accept_client, connect_app, relay_connection};
+use crate::connection::{accept_client, connect_app, relay_connection};
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
 use crate::state::Sidecar;

@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use super::scheduler::Stagger;
 use super::{Drain, Phase, Trigger};
-use crate::connections::CloseReason;
 use crate::hint;
+use crate::registry::CloseReason;
 
 /// An immediate drain (second SIGTERM, SIGQUIT) gives close handshakes at most this.
 const IMMEDIATE_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::info;
 
-use crate::connections::{CloseReason, Command, ConnHandle, Connections, Registration};
 use crate::metrics::Metrics;
+use crate::registry::{CloseReason, Command, ConnHandle, Connections, Registration};
 pub use controller::run;
 pub use plan::DrainSettings;
 

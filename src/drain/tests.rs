@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::connections::Refused;
+use crate::registry::Refused;
 
 /// What a relay does with the drain when it ends (`conn::relay_connection`).
 /// `step` lines the threads up at each point where another thread's relay may run.
 fn relay_ended(
     drain: &Drain,
-    registration: crate::connections::Registration,
+    registration: crate::registry::Registration,
     step: &std::sync::Barrier,
 ) {
     drain.connection_ended(registration);
@@ -63,7 +63,7 @@ async fn a_connection_registered_after_the_stagger_began_is_refused() {
             tokio::time::sleep(Duration::from_millis(400)).await;
             assert_eq!(
                 late.handle.command(),
-                crate::connections::Command::Close,
+                crate::registry::Command::Close,
                 "registered after the snapshot, and never scheduled"
             );
         }

@@ -138,11 +138,11 @@ pub enum Rejection {
     App,
 }
 
-impl From<crate::connections::Refused> for Rejection {
-    fn from(refused: crate::connections::Refused) -> Self {
+impl From<crate::registry::Refused> for Rejection {
+    fn from(refused: crate::registry::Refused) -> Self {
         match refused {
-            crate::connections::Refused::Sealed => Rejection::Draining,
-            crate::connections::Refused::Full => Rejection::MaxConnections,
+            crate::registry::Refused::Sealed => Rejection::Draining,
+            crate::registry::Refused::Full => Rejection::MaxConnections,
         }
     }
 }

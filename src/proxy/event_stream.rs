@@ -41,13 +41,13 @@ use super::forward::{count, is_compressed, is_event_stream};
 use super::headers;
 use super::response::command;
 use crate::buffer_pool;
-use crate::conn::{ClientAddrs, connect_app};
-use crate::connections::{Command, Registration};
+use crate::connection::{ClientAddrs, connect_app};
 use crate::dechunk::{Dechunk, Malformed};
 use crate::hint;
 use crate::in_flight::InFlightGuard;
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
+use crate::registry::{Command, Registration};
 use crate::sse_tracker::SseTracker;
 use crate::state::Sidecar;
 

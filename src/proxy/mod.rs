@@ -4,9 +4,9 @@
 //! served off hyper instead (`event_stream`), so an idle stream holds no HTTP buffers.
 //!
 //! Flow: accepted sockets come in from the listener ([`crate::workers::serve`]), get
-//! their addresses ([`crate::conn::accept_client`]), their TLS handshake when the proxy
+//! their addresses ([`crate::connection::accept_client`]), their TLS handshake when the proxy
 //! terminates TLS ([`crate::tls`]), and are served by hyper; an upgrade leaves
-//! through [`crate::conn::relay_connection`] after the 101, a plain request through the
+//! through [`crate::connection::relay_connection`] after the 101, a plain request through the
 //! pooled client to the app. Headers towards the app are shaped in `headers`.
 
 mod draining;
@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info_span};
 
 use crate::body::Body;
-use crate::conn::{ClientAddrs, accept_client};
+use crate::connection::{ClientAddrs, accept_client};
 use crate::metrics::{ErrorKind, WaitingStage};
 use crate::state::Sidecar;
 use crate::tls::Tls;

@@ -27,10 +27,10 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::body::{Body, BodyError};
-use crate::connections::{Command, ConnHandle, Registration};
 use crate::hint;
 use crate::in_flight::InFlightGuard;
 use crate::log_limit::LogLimit;
+use crate::registry::{Command, ConnHandle, Registration};
 use crate::sse_tracker::SseTracker;
 use crate::state::Sidecar;
 

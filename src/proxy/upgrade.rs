@@ -11,7 +11,7 @@
 //!
 //! Flow: an upgrade request in from the HTTP front end; registered, sent to the app on a
 //! connection of its own; the app's answer back out; after a 101 the two raw sockets go
-//! to [`crate::conn::relay_connection`] (the client's with its TLS session, over TLS).
+//! to [`crate::connection::relay_connection`] (the client's with its TLS session, over TLS).
 
 use std::sync::Arc;
 
@@ -27,10 +27,10 @@ use tracing::{Instrument, Span, debug, warn};
 
 use super::headers;
 use crate::body::{Body, empty, plain};
-use crate::conn::{ClientAddrs, connect_app, relay_connection};
-use crate::connections::{Refused, Registration};
+use crate::connection::{ClientAddrs, connect_app, relay_connection};
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
+use crate::registry::{Refused, Registration};
 use crate::state::Sidecar;
 use crate::tls::{self, Socket};
 

@@ -43,11 +43,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Sleep;
 
-use crate::connections::{Command, ConnHandle};
 use crate::drain::DrainSettings;
 use crate::frame_tracker::{FrameTracker, StopAt, close_frame, ping_frame};
 use crate::hint;
 use crate::metrics::{ErrorKind, Initiator, Metrics};
+use crate::registry::{Command, ConnHandle};
 use pump::{Pump, PumpEvent};
 pub use transport::Transport;
 

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::connections::Registration;
 use crate::metrics::{ErrorKind, WaitingStage};
+use crate::registry::Registration;
 use crate::relay::{self, Ending};
 use crate::state::Sidecar;
 use crate::tls::Socket;
