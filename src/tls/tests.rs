@@ -96,3 +96,57 @@ fn at_the_cap_the_oldest_handshake_is_shed() {
     drop(a);
     assert_eq!(lock(&slots.waiting).len(), 2);
 }
+
+/// Runs `Tls::accept` over a real loopback socket on what a client sends first, and
+/// returns what the client read back (an alert, or nothing) once the handshake ended.
+async fn accept_bytes(tls: &Tls, bytes: &[u8]) -> (bool, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    client.write_all(bytes).await.expect("write");
+    let _ = client.shutdown().await;
+    let accepted = tls.accept(server).await.is_some();
+    let mut back = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut back)).await;
+    (accepted, back)
+}
+
+#[tokio::test]
+async fn a_handshake_message_split_across_records_then_broken_is_refused_not_a_panic() {
+    let dir = temp_dir("split");
+    let settings = TlsSettings {
+        paths: write_pair(&dir, &pair(2099)),
+        client_ca: None,
+        handshake_timeout: Duration::from_secs(5),
+        max_handshakes: 4,
+        alpn_http1: true,
+    };
+    let metrics = Metrics::new();
+    let (tls, _reloader) = Tls::new(&settings, &metrics).expect("pair loads");
+    // rustls keeps the start of a handshake message that spans records in the caller's
+    // buffer; an error while it waits there must not leave rustls pointing into bytes
+    // the transport no longer hands it.
+    let crafted: &[u8] = &[
+        0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x01, 0x00, // a ClientHello's header
+        0xff, 0x03, 0x01, 0x00, 0x01, 0x00, // a record of no content type
+    ];
+    // What the fuzz target `tls_accept` found (`fuzz/seeds/tls_accept/`).
+    let found = include_bytes!("../../fuzz/seeds/tls_accept/split_hello_then_error.bin");
+    let (accepted, back) = accept_bytes(&tls, crafted).await;
+    assert!(!accepted, "a broken handshake is refused");
+    assert_eq!(
+        back.first(),
+        Some(&0x15),
+        "the client is told why: {back:02x?}"
+    );
+    // Here the error is the handshake joiner's (a message over rustls' size limit), for
+    // which rustls queues no alert: refused, and nothing else.
+    let (accepted, _) = accept_bytes(&tls, found).await;
+    assert!(!accepted, "a broken handshake is refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}

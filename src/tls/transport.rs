@@ -207,9 +207,12 @@ impl TlsTransport {
     }
 
     /// After an error, encodes the alert rustls queued for it (the next call yields it
-    /// before it reports the error again).
+    /// before it reports the error again). The call gets the same received bytes: rustls
+    /// keeps the start of a handshake message that spans records in them, by position,
+    /// and an empty buffer there made it index past the end (found by the `tls_accept`
+    /// fuzz target).
     fn queue_alert(&mut self) {
-        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encoder)) = state {
             let _ = encode(&mut self.outgoing, |buf| {
                 encoder.encode(buf).map_err(|e| match e {
