@@ -3,7 +3,13 @@
 //! again in front of the next read), must be accounted for exactly as a plain
 //! reference parser sees them. Random garbage must never panic.
 
+// The encoder every test shares, without the rest of `tests/common`.
+#[path = "common/ws_frame.rs"]
+#[allow(dead_code)]
+mod ws_frame;
+
 use proptest::prelude::*;
+use ws_frame::{LengthForm, frame_with};
 use wsdrain::frame_tracker::{Event, Feed, FrameTracker, StopAt};
 
 /// One frame of a generated stream.
@@ -20,26 +26,12 @@ struct Frame {
 
 impl Frame {
     fn encode(&self) -> Vec<u8> {
-        let mut out = vec![if self.fin { 0x80 } else { 0 } | self.opcode];
-        let mbit = if self.mask.is_some() { 0x80 } else { 0 };
-        let n = self.payload.len();
-        if n < 126 && self.wide == 0 {
-            out.push(mbit | n as u8);
-        } else if n <= 0xffff && self.wide != 2 {
-            out.push(mbit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            out.push(mbit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        match self.mask {
-            Some(m) => {
-                out.extend_from_slice(&m);
-                out.extend(self.payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
-            }
-            None => out.extend_from_slice(&self.payload),
-        }
-        out
+        let form = match self.wide {
+            0 => LengthForm::Shortest,
+            1 => LengthForm::AtLeast16,
+            _ => LengthForm::Bits64,
+        };
+        frame_with(self.fin, self.opcode, &self.payload, self.mask, form)
     }
 
     fn is_control(&self) -> bool {

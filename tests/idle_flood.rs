@@ -10,7 +10,8 @@ mod hostile_support;
 
 use std::time::{Duration, Instant};
 
-use hostile_support::round2::{Webhook, small_review, start_capture_app};
+use hostile_support::capture_app::start_capture_app;
+use hostile_support::webhook::{Webhook, small_review};
 use hostile_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

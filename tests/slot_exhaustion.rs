@@ -8,7 +8,8 @@ mod hostile_support;
 
 use std::time::Duration;
 
-use hostile_support::round2::{Webhook, small_review, start_capture_app};
+use hostile_support::capture_app::start_capture_app;
+use hostile_support::webhook::{Webhook, small_review};
 use hostile_support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

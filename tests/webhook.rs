@@ -417,18 +417,7 @@ async fn the_binary_serves_and_stops_on_sigterm() {
         .expect("free port")
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsdrain"))
-        .args([
-            "webhook",
-            "--listen",
-            &addr.to_string(),
-            "--shutdown-delay",
-            "0s",
-        ])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
+    let mut child = tokio::process::Command::from(common::webhook_command(addr, &dir))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn wsdrain webhook");

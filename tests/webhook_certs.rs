@@ -8,7 +8,7 @@ mod hostile_support;
 use std::time::Duration;
 
 use hostile_support::read_response;
-use hostile_support::round2::Webhook;
+use hostile_support::webhook::Webhook;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

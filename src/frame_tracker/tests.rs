@@ -1,29 +1,10 @@
 use super::*;
 
-/// Encodes one frame the way a peer would put it on the wire.
-fn frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    let mbit = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mbit | n as u8),
-        n if n <= 0xffff => {
-            out.push(mbit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mbit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(m) => {
-            out.extend_from_slice(&m);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
+// The encoder the integration tests use too: one definition of the wire format.
+#[path = "../../tests/common/ws_frame.rs"]
+#[allow(dead_code)]
+mod ws_frame;
+use ws_frame::frame;
 
 /// Feeds `stream` in chunks of `chunk` bytes the way the relay does: an unconsumed tail
 /// is kept and fed again in front of the next chunk. Returns (messages, closes, bytes).

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod clients;
+pub mod ws_frame;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
@@ -171,6 +172,24 @@ pub struct Launch<'a> {
 /// `WSDRAIN_TEST_BIN` (say, the last release's), to see which behaviours a change fixed.
 pub fn wsdrain_bin() -> String {
     std::env::var("WSDRAIN_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wsdrain").to_string())
+}
+
+/// `wsdrain webhook` on `addr` with the pair `dir/tls.crt` + `dir/tls.key`, stopping at
+/// once on SIGTERM (`--shutdown-delay 0s`): the launch every webhook test shares.
+pub fn webhook_command(addr: SocketAddr, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(wsdrain_bin());
+    cmd.args([
+        "webhook",
+        "--listen",
+        &addr.to_string(),
+        "--shutdown-delay",
+        "0s",
+    ])
+    .arg("--tls-cert")
+    .arg(dir.join("tls.crt"))
+    .arg("--tls-key")
+    .arg(dir.join("tls.key"));
+    cmd
 }
 
 /// Spawns `wsdrain proxy` on two free loopback ports (listen, admin) and returns once
