@@ -135,6 +135,45 @@ impl Drop for PrestopWaiter<'_> {
     }
 }
 
+/// What one step of a running drain may change: the controller's only way to write the
+/// shared state (handed out by `Drain::step`, with the cancel gate held).
+struct Step<'a>(&'a Drain);
+
+impl Step<'_> {
+    /// Seals the registry and takes its list: from here every connection is either
+    /// refused or scheduled.
+    fn seal(&self) -> Vec<Arc<ConnHandle>> {
+        self.0.connections.seal()
+    }
+
+    /// The stagger begins over `open` connections, to end by `deadline`.
+    fn start_stagger(&self, open: usize, deadline: Instant, over_budget: bool) {
+        let d = self.0;
+        d.set_deadline(deadline);
+        d.open_at_stagger.store(open as u64, Ordering::Relaxed);
+        d.set_over_budget(over_budget);
+        d.metrics.drain_remaining.set(open as i64);
+        d.set_phase(Phase::Staggering);
+    }
+
+    /// Moves the one deadline (an escalation, or closes caught up after a stall).
+    fn move_deadline(&self, at: Instant) {
+        self.0.set_deadline(at);
+    }
+
+    /// The schedule is done; the drain waits for the last close handshakes.
+    fn start_closing(&self) {
+        self.0.set_phase(Phase::Closing);
+    }
+
+    /// No connection is left (or the rest was cut): the drain is over.
+    fn finish(&self) {
+        let d = self.0;
+        d.metrics.drain_remaining.set(d.connections.len() as i64);
+        d.set_phase(Phase::Done);
+    }
+}
+
 /// The JSON answer of `GET /drain`.
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -360,10 +399,37 @@ impl Drain {
         self.prestop_waiting.load(Ordering::Acquire) > 0
     }
 
-    /// Runs one step of the drain of generation `generation`, unless it was cancelled.
-    fn step<R>(&self, generation: u64, f: impl FnOnce() -> R) -> Option<R> {
+    /// The triggers as they come, for the controller.
+    fn triggers(&self) -> watch::Receiver<Trigger> {
+        self.trigger_tx.subscribe()
+    }
+
+    /// The current drain's generation, and a future that resolves `true` once a cancel
+    /// has ended it (`false` if the drain state is gone).
+    fn generation(&self) -> (u64, impl std::future::Future<Output = bool> + use<>) {
+        let generation = *self.cancel_tx.borrow();
+        let mut cancel = self.cancel_tx.subscribe();
+        let cancelled = async move { cancel.wait_for(|g| *g != generation).await.is_ok() };
+        (generation, cancelled)
+    }
+
+    /// The registry whose connections the drain closes.
+    fn registry(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Frames dropped at a close so far, both ways (the drain's last log line).
+    fn dropped_frames(&self) -> i64 {
+        self.metrics.client_to_app.dropped_frames.get()
+            + self.metrics.app_to_client.dropped_frames.get()
+    }
+
+    /// Runs one step of the drain of generation `generation`, unless it was cancelled:
+    /// the controller changes the shared state only through the [`Step`] it is handed,
+    /// with the gate held, so no step of a cancelled drain lands after the cancel.
+    fn step<R>(&self, generation: u64, f: impl FnOnce(&Step<'_>) -> R) -> Option<R> {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        (*self.cancel_tx.borrow() == generation).then(f)
+        (*self.cancel_tx.borrow() == generation).then(|| f(&Step(self)))
     }
 
     fn set_phase(&self, phase: Phase) {
