@@ -31,8 +31,8 @@ use tracing::debug;
 use crate::body::{Body, plain, response};
 use crate::drain::{Phase, Source, Trigger};
 use crate::in_flight;
-use crate::metrics::ErrorKind;
-use crate::state::Sidecar;
+use crate::metrics::{ErrorKind, Metrics};
+use crate::state::{AdminSettings, Sidecar, UpstreamSettings};
 
 /// Serves the admin port until the process ends.
 pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener) {
@@ -79,21 +79,21 @@ async fn route(
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => readyz(&sidecar).await,
         (&Method::GET, "/drain") => json(StatusCode::OK, &drain.status()),
-        (&Method::POST, "/drain") => match authorize(&sidecar, &req) {
+        (&Method::POST, "/drain") => match authorize(&sidecar.settings.admin, &req) {
             Err(resp) => *resp,
             Ok(()) => {
                 drain.trigger(Trigger::Graceful, Source::Operator);
                 json(StatusCode::ACCEPTED, &drain.status())
             }
         },
-        (&Method::DELETE, "/drain") => match authorize(&sidecar, &req) {
+        (&Method::DELETE, "/drain") => match authorize(&sidecar.settings.admin, &req) {
             Err(resp) => *resp,
             Ok(()) => match drain.cancel() {
                 Ok(()) => json(StatusCode::OK, &drain.status()),
                 Err(why) => plain(StatusCode::CONFLICT, why.to_string()),
             },
         },
-        (&Method::GET, "/prestop") => match authorize(&sidecar, &req) {
+        (&Method::GET, "/prestop") => match authorize(&sidecar.settings.admin, &req) {
             Err(resp) => *resp,
             Ok(()) => {
                 let _waiter = drain.prestop_waiter();
@@ -111,7 +111,7 @@ async fn route(
                 json(StatusCode::OK, &drain.status())
             }
         },
-        (&Method::POST, "/shed") => match authorize(&sidecar, &req) {
+        (&Method::POST, "/shed") => match authorize(&sidecar.settings.admin, &req) {
             Err(resp) => *resp,
             Ok(()) => match shed_count(req.uri().query()) {
                 Some(_) if drain.is_draining() => plain(
@@ -156,7 +156,7 @@ async fn readyz(sidecar: &Sidecar) -> Response<Body> {
     if sidecar.drain.is_draining() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
-    match probe_upstream(sidecar).await {
+    match probe_upstream(&sidecar.settings.upstream, &sidecar.metrics).await {
         Ok(()) => plain(StatusCode::OK, "ok"),
         Err(why) => plain(StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
     }
@@ -183,20 +183,23 @@ pub enum ProbeError {
 
 /// Checks that the app accepts TCP within 1 s, and records the answer in
 /// `wsdrain_upstream_up`.
-pub async fn probe_upstream(sidecar: &Sidecar) -> Result<(), ProbeError> {
-    let upstream = sidecar.settings.upstream;
+pub async fn probe_upstream(
+    settings: &UpstreamSettings,
+    metrics: &Metrics,
+) -> Result<(), ProbeError> {
+    let upstream = settings.addr;
     let result = match timeout(PROBE_TIMEOUT, TcpStream::connect(upstream)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(source)) => Err(ProbeError::Refused { upstream, source }),
         Err(_) => Err(ProbeError::Timeout(upstream)),
     };
-    sidecar.metrics.upstream_up.set(i64::from(result.is_ok()));
+    metrics.upstream_up.set(i64::from(result.is_ok()));
     result
 }
 
 /// Checks the bearer token when a token file is configured.
-fn authorize(sidecar: &Sidecar, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
-    let Some(path) = &sidecar.settings.admin_token_file else {
+fn authorize(settings: &AdminSettings, req: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
+    let Some(path) = &settings.token_file else {
         return Ok(());
     };
     let expected = match crate::admin_token::expected(path) {

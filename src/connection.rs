@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::metrics::{ErrorKind, WaitingStage};
+use crate::metrics::{ErrorKind, Metrics, WaitingStage};
 use crate::registry::Registration;
 use crate::relay::{self, Ending};
-use crate::state::Sidecar;
+use crate::state::{ClientSettings, Sidecar, UpstreamSettings};
 use crate::tls::Socket;
 use crate::{proxy_protocol, sockets};
 
@@ -37,11 +37,11 @@ pub struct ClientAddrs {
 /// `--accept-proxy-protocol` is on. `None` means the header was missing or malformed:
 /// the connection is to be dropped (logged and counted here).
 pub async fn accept_client(
-    sidecar: &Sidecar,
+    settings: &ClientSettings,
+    metrics: &Metrics,
     stream: &mut TcpStream,
     peer: SocketAddr,
 ) -> Option<ClientAddrs> {
-    let settings = &sidecar.settings;
     sockets::tune(stream, settings.tcp_keepalive);
     let local = stream.local_addr().unwrap_or(settings.listen);
     if !settings.accept_proxy_protocol {
@@ -53,9 +53,9 @@ pub async fn accept_client(
             local,
         }),
         Err(e) => {
-            sidecar.metrics.error(ErrorKind::ProxyProtocol);
+            metrics.error(ErrorKind::ProxyProtocol);
             if matches!(e, proxy_protocol::HeaderError::Shed) {
-                sidecar.metrics.shed_waiting(WaitingStage::ProxyHeader);
+                metrics.shed_waiting(WaitingStage::ProxyHeader);
             }
             debug!(%peer, error = %e, "rejected a client connection");
             None
@@ -91,17 +91,13 @@ impl ConnectError {
 /// Opens a connection to the app for one client: connect timeout, socket options,
 /// and the PROXY header when `--proxy-protocol` is set. The error says what failed.
 pub async fn connect_app(
-    sidecar: &Sidecar,
+    settings: &UpstreamSettings,
+    metrics: &Metrics,
     client: ClientAddrs,
 ) -> Result<TcpStream, ConnectError> {
-    let settings = &sidecar.settings;
-    let connected = timeout(
-        settings.connect_timeout,
-        TcpStream::connect(settings.upstream),
-    )
-    .await;
+    let connected = timeout(settings.connect_timeout, TcpStream::connect(settings.addr)).await;
     let up = matches!(connected, Ok(Ok(_)));
-    sidecar.metrics.upstream_up.set(i64::from(up));
+    metrics.upstream_up.set(i64::from(up));
     let mut stream = match connected {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Refused(e)),

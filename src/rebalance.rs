@@ -44,7 +44,7 @@ pub async fn retire_old_connections(sidecar: Arc<Sidecar>) {
             continue;
         }
         // No saving up while nothing is due: at most one tick's worth (plus one) at once.
-        let per_tick = settings.rebalance_rate * tick.as_secs_f64();
+        let per_tick = settings.rebalance.rate * tick.as_secs_f64();
         budget = (budget + per_tick).min(per_tick + 1.0);
         if budget < 1.0 {
             continue;
@@ -57,8 +57,8 @@ pub async fn retire_old_connections(sidecar: Arc<Sidecar>) {
             .filter(|h| {
                 h.command() == Command::None
                     && now.duration_since(h.opened)
-                        >= settings.max_connection_age
-                            + jitter_for(h.id, settings.max_connection_age_jitter)
+                        >= settings.rebalance.max_age
+                            + jitter_for(h.id, settings.rebalance.max_age_jitter)
             })
             .collect();
         due.sort_by_key(|h| h.opened);

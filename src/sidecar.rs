@@ -56,7 +56,7 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
             tls.clone(),
         )),
     };
-    if !settings.max_connection_age.is_zero() {
+    if !settings.rebalance.max_age.is_zero() {
         tokio::spawn(rebalance::retire_old_connections(sidecar.clone()));
     }
     tokio::spawn(admin::serve(sidecar.clone(), admin_listener));
@@ -71,9 +71,9 @@ pub async fn run(opts: ProxyOptions) -> anyhow::Result<()> {
     }
     info!(
         mode = ?settings.mode,
-        listen = %settings.listen,
-        upstream = %settings.upstream,
-        admin = %settings.admin,
+        listen = %settings.client.listen,
+        upstream = %settings.upstream.addr,
+        admin = %settings.admin.addr,
         data_threads,
         tls = tls.is_some(),
         "wsdrain proxy ready"

@@ -20,62 +20,109 @@ use crate::proxy_protocol;
 use crate::registry::Connections;
 use crate::relay::RelaySettings;
 
-/// The proxy's settings as plain data (see `cli::ProxyOptions` for what each means).
+/// The proxy's settings as plain data, one group per concern, so a part takes the
+/// group it uses and its signature shows what it depends on.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `--mode`.
+    /// HTTP/WebSocket or plain TCP: decides which front end serves the listener.
     pub mode: Mode,
-    /// `--listen`.
+    /// How client connections are taken in.
+    pub client: ClientSettings,
+    /// How the app is reached.
+    pub upstream: UpstreamSettings,
+    /// The admin port.
+    pub admin: AdminSettings,
+    /// Closing connections for age (`--max-connection-age`), and how fast.
+    pub rebalance: RebalanceSettings,
+}
+
+/// How client connections are taken in: what the listener, the HTTP parser and the
+/// PROXY header reader are bounded by.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Where clients connect (`--listen`); the local address when a socket cannot say.
     pub listen: SocketAddr,
-    /// `--upstream`.
-    pub upstream: SocketAddr,
-    /// `--admin`.
-    pub admin: SocketAddr,
-    /// `--max-connections`.
+    /// Connections held at once (`--max-connections`): the registry refuses beyond it.
     pub max_connections: usize,
-    /// `--max-header-size`.
+    /// A request head larger than this is refused with 431 (`--max-header-size`).
     pub max_header_size: usize,
-    /// `--handshake-timeout`.
+    /// A request head (and a PROXY header) must arrive within this
+    /// (`--handshake-timeout`), so slow heads cannot hold a socket.
     pub handshake_timeout: Duration,
-    /// `--response-timeout`.
-    pub response_timeout: Duration,
-    /// `--connect-timeout`.
-    pub connect_timeout: Duration,
-    /// `--admin-token-file`.
-    pub admin_token_file: Option<PathBuf>,
-    /// `--proxy-protocol`.
-    pub proxy_protocol: Option<proxy_protocol::Version>,
-    /// `--accept-proxy-protocol`.
+    /// The load balancer sends a PROXY header first (`--accept-proxy-protocol`).
     pub accept_proxy_protocol: bool,
-    /// `--max-connection-age`; zero = off.
-    pub max_connection_age: Duration,
-    /// `--max-connection-age-jitter`.
-    pub max_connection_age_jitter: Duration,
-    /// `--rebalance-rate`.
-    pub rebalance_rate: f64,
-    /// `--tcp-keepalive`; zero = off.
+    /// TCP keepalive on client sockets, to find dead peers (`--tcp-keepalive`; zero =
+    /// off).
     pub tcp_keepalive: Duration,
+}
+
+/// How the app is reached: every part that opens or probes an app connection uses these
+/// and nothing else.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The app's address (`--upstream`), on loopback in a pod.
+    pub addr: SocketAddr,
+    /// A connection to the app must be accepted within this (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// The app must answer a request (or an upgrade) within this (`--response-timeout`).
+    pub response_timeout: Duration,
+    /// Send the app a PROXY header with the client's address (`--proxy-protocol`).
+    pub proxy_protocol: Option<proxy_protocol::Version>,
+    /// TCP keepalive on app sockets too (`--tcp-keepalive`; zero = off).
+    pub tcp_keepalive: Duration,
+}
+
+/// The admin port: probes, metrics and the drain triggers.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Where it listens (`--admin`).
+    pub addr: SocketAddr,
+    /// The bearer token that state-changing requests must carry, re-read when it
+    /// changes (`--admin-token-file`); `None` = no token asked.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Closing connections for age, so long-lived sockets spread over new pods.
+#[derive(Debug, Clone)]
+pub struct RebalanceSettings {
+    /// A connection older than this gets a close with a hint (`--max-connection-age`;
+    /// zero = off).
+    pub max_age: Duration,
+    /// Spread of the age limit per connection, so equal-aged sockets do not leave
+    /// together (`--max-connection-age-jitter`).
+    pub max_age_jitter: Duration,
+    /// Age closes per second at most (`--rebalance-rate`).
+    pub rate: f64,
 }
 
 impl From<&ProxyOptions> for Settings {
     fn from(o: &ProxyOptions) -> Self {
         Settings {
             mode: o.mode,
-            listen: o.listen,
-            upstream: o.upstream,
-            admin: o.admin,
-            max_connections: o.max_connections as usize,
-            max_header_size: o.max_header_size,
-            handshake_timeout: o.handshake_timeout,
-            response_timeout: o.response_timeout,
-            connect_timeout: o.connect_timeout,
-            admin_token_file: o.admin_token_file.clone(),
-            proxy_protocol: o.proxy_protocol,
-            accept_proxy_protocol: o.accept_proxy_protocol,
-            max_connection_age: o.max_connection_age,
-            max_connection_age_jitter: o.max_connection_age_jitter,
-            rebalance_rate: o.rebalance_rate,
-            tcp_keepalive: o.tcp_keepalive,
+            client: ClientSettings {
+                listen: o.listen,
+                max_connections: o.max_connections as usize,
+                max_header_size: o.max_header_size,
+                handshake_timeout: o.handshake_timeout,
+                accept_proxy_protocol: o.accept_proxy_protocol,
+                tcp_keepalive: o.tcp_keepalive,
+            },
+            upstream: UpstreamSettings {
+                addr: o.upstream,
+                connect_timeout: o.connect_timeout,
+                response_timeout: o.response_timeout,
+                proxy_protocol: o.proxy_protocol,
+                tcp_keepalive: o.tcp_keepalive,
+            },
+            admin: AdminSettings {
+                addr: o.admin,
+                token_file: o.admin_token_file.clone(),
+            },
+            rebalance: RebalanceSettings {
+                max_age: o.max_connection_age,
+                max_age_jitter: o.max_connection_age_jitter,
+                rate: o.rebalance_rate,
+            },
         }
     }
 }

@@ -53,7 +53,14 @@ async fn serve_one(
     upstream_log: Arc<LogLimit>,
     tls: Option<Arc<Tls>>,
 ) {
-    let Some(client) = accept_client(&sidecar, &mut stream, peer).await else {
+    let Some(client) = accept_client(
+        &sidecar.settings.client,
+        &sidecar.metrics,
+        &mut stream,
+        peer,
+    )
+    .await
+    else {
         return;
     };
     let stream = match tls {
@@ -69,17 +76,17 @@ async fn serve_one(
     };
     let registration = match sidecar
         .connections
-        .register(id, sidecar.settings.max_connections)
+        .register(id, sidecar.settings.client.max_connections)
     {
         Ok(registration) => registration,
         Err(refused) => return rejected(refused.into()),
     };
-    let app = match connect_app(&sidecar, client).await {
+    let app = match connect_app(&sidecar.settings.upstream, &sidecar.metrics, client).await {
         Ok(app) => app,
         Err(why) => {
             sidecar.metrics.error(why.kind());
             if let Some(folded) = upstream_log.allow() {
-                warn!(upstream = %sidecar.settings.upstream, folded, "connection refused: upstream {why}");
+                warn!(upstream = %sidecar.settings.upstream.addr, folded, "connection refused: upstream {why}");
             }
             return rejected(Rejection::UpstreamUnavailable);
         }

@@ -224,18 +224,22 @@ pub async fn serve(
     drop(head);
     let mut cut = sidecar.http.cut_signal();
     let asked = async {
-        let mut app = connect_app(&sidecar, addrs)
+        let mut app = connect_app(&sidecar.settings.upstream, &sidecar.metrics, addrs)
             .await
             .map_err(|e| e.to_string())?;
         app.write_all(&request).await.map_err(|e| e.to_string())?;
         drop(request);
-        let (answer, early) = read_answer(&mut app, sidecar.settings.max_header_size, &mut client)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (answer, early) = read_answer(
+            &mut app,
+            sidecar.settings.client.max_header_size,
+            &mut client,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok::<_, String>((app, answer, early))
     };
     let answered = tokio::select! {
-        answered = timeout(sidecar.settings.response_timeout, asked) => answered,
+        answered = timeout(sidecar.settings.upstream.response_timeout, asked) => answered,
         () = deadline(&mut cut) => {
             sidecar.metrics.http_cut.inc();
             count(&sidecar, StatusCode::SERVICE_UNAVAILABLE);
@@ -243,7 +247,7 @@ pub async fn serve(
             return;
         }
     };
-    let upstream = sidecar.settings.upstream;
+    let upstream = sidecar.settings.upstream.addr;
     let (app, answer, early) = match answered {
         Ok(Ok(answered)) => {
             sidecar.metrics.upstream_up.set(1);
@@ -575,7 +579,7 @@ async fn stream_events(
     let jitter = sidecar.relay.drain.reconnect_jitter;
     let registration = sidecar
         .connections
-        .register(id, sidecar.settings.max_connections)
+        .register(id, sidecar.settings.client.max_connections)
         .inspect_err(|&refused| {
             let reason = Rejection::from(refused);
             sidecar

@@ -49,7 +49,7 @@ pub type PooledClient = Client<HttpConnector, Body>;
 pub fn pooled_client(settings: &Settings) -> PooledClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(settings.connect_timeout));
+    connector.set_connect_timeout(Some(settings.upstream.connect_timeout));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_timer(TokioTimer::new())
@@ -65,7 +65,7 @@ pub async fn handle(
     id: u64,
 ) -> Response<Body> {
     let in_flight = sidecar.http.enter();
-    let upstream = sidecar.settings.upstream;
+    let upstream = sidecar.settings.upstream.addr;
     let (mut parts, body) = req.into_parts();
     let log_path: Box<str> = parts.uri.path().into();
     headers::to_origin_form(&mut parts.uri, &mut parts.headers);
@@ -96,7 +96,7 @@ pub async fn handle(
     };
     let mut cut = sidecar.http.cut_signal();
     let answered = tokio::select! {
-        answered = timeout(sidecar.settings.response_timeout, request) => answered,
+        answered = timeout(sidecar.settings.upstream.response_timeout, request) => answered,
         _ = cut.wait_for(|cut| *cut) => return cut_before_answer(&sidecar, &log_path),
     };
     let mut resp = match answered {
@@ -147,7 +147,7 @@ pub async fn handle(
         if staggered {
             let registration = sidecar
                 .connections
-                .register(id, sidecar.settings.max_connections)
+                .register(id, sidecar.settings.client.max_connections)
                 .inspect_err(|&refused| {
                     let reason = Rejection::from(refused);
                     sidecar
@@ -289,10 +289,10 @@ async fn send_on_fresh_connection(
     sidecar: &Sidecar,
     req: Request<Body>,
 ) -> Result<Response<Incoming>, ForwardError> {
-    let stream = TcpStream::connect(sidecar.settings.upstream)
+    let stream = TcpStream::connect(sidecar.settings.upstream.addr)
         .await
         .map_err(|e| ForwardError::Fresh(e.to_string()))?;
-    sockets::tune(&stream, sidecar.settings.tcp_keepalive);
+    sockets::tune(&stream, sidecar.settings.upstream.tcp_keepalive);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ForwardError::Fresh(e.to_string()))?;

@@ -49,8 +49,8 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc
     let mut server = http1::Builder::new();
     server
         .timer(TokioTimer::new())
-        .header_read_timeout(sidecar.settings.handshake_timeout)
-        .max_buf_size(sidecar.settings.max_header_size)
+        .header_read_timeout(sidecar.settings.client.handshake_timeout)
+        .max_buf_size(sidecar.settings.client.max_header_size)
         .preserve_header_case(true)
         .keep_alive(true);
     let on_error = {
@@ -66,7 +66,7 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc
         let tls = tls.clone();
         {
             async move {
-                let Some(addrs) = accept_client(&sidecar, &mut stream, peer).await else {
+                let Some(addrs) = accept_client(&sidecar.settings.client, &sidecar.metrics, &mut stream, peer).await else {
                     return;
                 };
                 // Waiting for the first request head: one of MAX_PENDING_HEADS seats,
@@ -77,12 +77,12 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc
                 if tls.is_none() {
                     // An EventSource's request is served off hyper (see `event_stream`).
                     let head = tokio::select! {
-                        head = event_stream::first_request(&stream, sidecar.settings.max_header_size) => head,
+                        head = event_stream::first_request(&stream, sidecar.settings.client.max_header_size) => head,
                         () = &mut shed => {
                             sidecar.metrics.shed_waiting(WaitingStage::HttpHead);
                             return;
                         }
-                        () = tokio::time::sleep(sidecar.settings.handshake_timeout) => {
+                        () = tokio::time::sleep(sidecar.settings.client.handshake_timeout) => {
                             sidecar.metrics.error(ErrorKind::HeaderTimeout);
                             return;
                         }

@@ -46,7 +46,7 @@ pub async fn handle(
     // once the drain has sealed it, else in the drain's list.
     let registration = match sidecar
         .connections
-        .register(id, sidecar.settings.max_connections)
+        .register(id, sidecar.settings.client.max_connections)
     {
         Ok(registration) => registration,
         Err(Refused::Sealed) => {
@@ -67,7 +67,7 @@ pub async fn handle(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "wsdrain: connection limit ({}) reached",
-                    sidecar.settings.max_connections
+                    sidecar.settings.client.max_connections
                 ),
             );
             resp.headers_mut()
@@ -77,8 +77,8 @@ pub async fn handle(
     };
     let client_upgrade = hyper::upgrade::on(&mut req);
 
-    let upstream = sidecar.settings.upstream;
-    let stream = match connect_app(&sidecar, client).await {
+    let upstream = sidecar.settings.upstream.addr;
+    let stream = match connect_app(&sidecar.settings.upstream, &sidecar.metrics, client).await {
         Ok(s) => s,
         Err(why) => return upstream_failed(&sidecar, why.kind(), why.to_string()),
     };
@@ -107,7 +107,7 @@ pub async fn handle(
     headers::add_forwarded(&mut parts.headers, client.peer);
     let upstream_req = Request::from_parts(parts, crate::body::incoming(body));
     let mut resp = match timeout(
-        sidecar.settings.handshake_timeout,
+        sidecar.settings.client.handshake_timeout,
         sender.send_request(upstream_req),
     )
     .await
@@ -151,7 +151,7 @@ pub async fn handle(
 /// 502 for an upgrade the app could not take: `kind` is `upstream_connect` (no TCP
 /// connection) or `upstream_handshake` (connected, then reset or closed before answering).
 fn upstream_failed(sidecar: &Sidecar, kind: ErrorKind, why: String) -> Response<Body> {
-    let upstream = sidecar.settings.upstream;
+    let upstream = sidecar.settings.upstream.addr;
     static LIMIT: LogLimit = LogLimit::new();
     if let Some(folded) = LIMIT.allow() {
         warn!(%upstream, folded, "upgrade refused: upstream {why}");
@@ -177,7 +177,7 @@ fn not_websocket(sidecar: &Sidecar, resp: &Response<Incoming>) -> Response<Body>
         .unwrap_or_default();
     if let Some(folded) = LIMIT.allow() {
         warn!(
-            upstream = %sidecar.settings.upstream,
+            upstream = %sidecar.settings.upstream.addr,
             %upgrade,
             folded,
             "the app answered 101 without switching to websocket; refused"
@@ -189,7 +189,7 @@ fn not_websocket(sidecar: &Sidecar, resp: &Response<Incoming>) -> Response<Body>
         StatusCode::BAD_GATEWAY,
         format!(
             "wsdrain: upstream {} answered 101 without switching to websocket (Upgrade: {upgrade:?})",
-            sidecar.settings.upstream
+            sidecar.settings.upstream.addr
         ),
     )
 }
