@@ -380,13 +380,9 @@ where
     (per, before, after)
 }
 
-fn main() {
-    if run_child_mode() {
-        return;
-    }
-    let nofile = raise_nofile();
-    let s = settings();
-    let smoke = smoke();
+/// The contenders this machine can run: wsdrain, the references, and every peer that
+/// is installed or can be (`WSDRAIN_BENCH_CONTENDERS` narrows the list).
+fn contenders() -> Vec<Kind> {
     let mut kinds = vec![Kind::Direct, Kind::Wsdrain, Kind::TcpRelay];
     if std::env::var_os("WSDRAIN_BIN_B").is_some() {
         kinds.push(Kind::WsdrainB);
@@ -412,50 +408,25 @@ fn main() {
         kinds.retain(|k| wanted.contains(&k.name()));
     }
     kinds.sort();
-    eprintln!(
-        "proxies bench ({}), nofile {nofile}, contenders: {}",
-        if smoke { "smoke" } else { "full" },
-        kinds
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let rt = runtime();
-    let app_port = free_port();
-    let _app = spawn_echo_app(app_port);
-    let mut info = machine_info();
-    let load_before = info.get("loadavg").cloned().unwrap_or_default();
+    kinds
+}
 
-    let mut procs: BTreeMap<Kind, (Option<Proc>, u16)> = BTreeMap::new();
-    rt.block_on(wait_ready(app_port, "echo app"));
-    for &k in &kinds {
-        let (p, port) = start(k, app_port);
-        wait_for(&rt, k, port);
-        procs.insert(k, (p, port));
-    }
+/// Per-round results of one scenario and contender.
+type Results = BTreeMap<(String, Kind), Vec<Load>>;
 
-    // Scenarios, each run for every contender round by round.
-    let scenarios: Vec<(String, usize, usize)> = vec![
-        (format!("small_{}", s.small_conns[0]), s.small_conns[0], 64),
-        (format!("small_{}", s.small_conns[1]), s.small_conns[1], 64),
-        ("large_64k".to_string(), s.big_conns, 64 * 1024),
-    ];
-    // `WSDRAIN_BENCH_SCENARIOS=small_50` runs only those load scenarios (experiments).
-    let scenarios: Vec<_> = match std::env::var("WSDRAIN_BENCH_SCENARIOS") {
-        Ok(only) => scenarios
-            .into_iter()
-            .filter(|(name, _, _)| only.split(',').any(|o| o.trim() == name))
-            .collect(),
-        Err(_) => scenarios,
-    };
-    let mut results: BTreeMap<(String, Kind), Vec<Load>> = BTreeMap::new();
-    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments), `=load` the
-    // idle-memory runs.
-    let only = std::env::var("WSDRAIN_BENCH_ONLY").unwrap_or_default();
-    let rounds = if only == "idle" { 0 } else { s.rounds };
+/// The echo scenarios, round by round, every contender in each round (the order
+/// rotated so none always goes first).
+fn echo_rounds(
+    rt: &tokio::runtime::Runtime,
+    kinds: &[Kind],
+    procs: &BTreeMap<Kind, (Option<Proc>, u16)>,
+    scenarios: &[(String, usize, usize)],
+    s: &Settings,
+    rounds: usize,
+) -> Results {
+    let mut results = Results::new();
     for round in 0..rounds {
-        for (name, conns, size) in &scenarios {
+        for (name, conns, size) in scenarios {
             // Rotate the order each round so no contender always goes first.
             let n = kinds.len();
             for i in 0..n {
@@ -463,7 +434,7 @@ fn main() {
                 let port = procs[&k].1;
                 let cpu0 = procs[&k].0.as_ref().map(Proc::cpu_secs);
                 let t0 = Instant::now();
-                let mut l = echo_load_for(&rt, k, port, *conns, *size, &s);
+                let mut l = echo_load_for(rt, k, port, *conns, *size, s);
                 // CPU used per round trip, over the whole run (warm-up included).
                 let all_rt =
                     l.round_trips as f64 * (t0.elapsed().as_secs_f64() / s.measure.as_secs_f64());
@@ -486,21 +457,25 @@ fn main() {
             }
         }
     }
-    // The push scenario (benches/common/push.rs): the app bursts to every client. Its
-    // clients speak plain `ws://`, so the TLS rows are left out of it.
-    let push = (rounds > 0).then(|| {
-        let list: Vec<(&str, u16, Option<&Proc>)> = kinds
-            .iter()
-            .filter(|k| !k.tls())
-            .map(|k| (k.name(), procs[k].1, procs[k].0.as_ref()))
-            .collect();
-        run_push_scenario(&rt, &list, &push_sizes_wanted(), push_settings(s.rounds))
-    });
-    drop(procs);
+    results
+}
 
-    // Idle memory: a fresh process per contender, one at a time.
+/// Idle memory of every contender, and of wsdrain with each client stopped mid-header
+/// and under idle SSE streams: (bytes per connection, RSS before, RSS after).
+struct Idle {
+    rss: BTreeMap<Kind, (f64, u64, u64)>,
+    mid_header: Option<(f64, u64, u64)>,
+    sse: Option<(f64, u64, u64)>,
+}
+
+/// Idle memory: a fresh process per contender, one at a time.
+fn idle_memory(
+    rt: &tokio::runtime::Runtime,
+    idle_kinds: &[Kind],
+    app_port: u16,
+    s: &Settings,
+) -> Idle {
     let mut rss: BTreeMap<Kind, (f64, u64, u64)> = BTreeMap::new();
-    let idle_kinds: &[Kind] = if only == "load" { &[] } else { &kinds };
     for &k in idle_kinds {
         let (p, port) = match k {
             Kind::Direct => {
@@ -510,7 +485,7 @@ fn main() {
             }
             _ => start(k, app_port),
         };
-        wait_for(&rt, k, port);
+        wait_for(rt, k, port);
         let p = p.expect("process");
         let r = if k.tls() {
             rt.block_on(idle_rss(|| wss(port), &p, s.idle_conns, false))
@@ -553,15 +528,24 @@ fn main() {
         );
         r
     });
-    info.insert("loadavg_before".into(), load_before);
-    info.insert("loadavg_after".into(), loadavg());
-    info.remove("loadavg");
+    Idle {
+        rss,
+        mid_header,
+        sse: idle_sse,
+    }
+}
 
-    // Report: every figure is the median of the rounds.
+/// The echo tables (every figure the median of the rounds), their JSON rows, and the
+/// summaries the targets are judged on.
+fn echo_tables(
+    scenarios: &[(String, usize, usize)],
+    kinds: &[Kind],
+    results: &Results,
+) -> (String, Vec<Value>, BTreeMap<(String, Kind), Summary>) {
     let mut json_rows = Vec::new();
     let mut summaries: BTreeMap<(String, Kind), Summary> = BTreeMap::new();
     let mut md = String::new();
-    for (name, conns, size) in &scenarios {
+    for (name, conns, size) in scenarios {
         let direct = results
             .get(&(name.clone(), Kind::Direct))
             .map(|r| summarize(r));
@@ -573,7 +557,7 @@ fn main() {
         } else {
             md += "| contender | round trips/s | ratio to direct | p50 µs | p99 µs | p99.9 µs | proxy CPU µs / round trip | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
         }
-        for &k in &kinds {
+        for &k in kinds {
             let Some(rounds) = results.get(&(name.clone(), k)) else {
                 continue;
             };
@@ -624,13 +608,19 @@ fn main() {
             summaries.insert((name.clone(), k), m);
         }
     }
+    (md, json_rows, summaries)
+}
+
+/// The idle-memory table and its JSON rows.
+fn idle_table(idle: &Idle, idle_conns: usize) -> (String, Vec<Value>) {
+    let mut md = String::new();
     md += &format!(
         "\n**RSS per idle connection, {} connections open** (VmRSS delta of a fresh process; \"direct\" is the echo app itself)\n\n| contender | bytes/conn | KiB/conn | ratio to direct | RSS before KiB | RSS after KiB |\n|---|---:|---:|---:|---:|---:|\n",
-        s.idle_conns
+        idle_conns
     );
-    let d_rss = rss.get(&Kind::Direct).map(|r| r.0);
+    let d_rss = idle.rss.get(&Kind::Direct).map(|r| r.0);
     let mut rss_json = Vec::new();
-    for (&k, &(per, before, after)) in &rss {
+    for (&k, &(per, before, after)) in &idle.rss {
         let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
         md += &format!(
             "| {} | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
@@ -638,35 +628,46 @@ fn main() {
             per / 1024.0
         );
         rss_json.push(json!({
-            "contender": k.name(), "connections": s.idle_conns, "bytes_per_conn": per,
+            "contender": k.name(), "connections": idle_conns, "bytes_per_conn": per,
             "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
             "rss_before_kib": before, "rss_after_kib": after,
         }));
     }
-    if let Some((per, before, after)) = mid_header {
+    if let Some((per, before, after)) = idle.mid_header {
         let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
         md += &format!(
             "| wsdrain, each stopped mid-header | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
             per / 1024.0
         );
         rss_json.push(json!({
-            "contender": "wsdrain_mid_header", "connections": s.idle_conns, "bytes_per_conn": per,
+            "contender": "wsdrain_mid_header", "connections": idle_conns, "bytes_per_conn": per,
             "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
             "rss_before_kib": before, "rss_after_kib": after,
         }));
     }
-    if let Some((per, before, after)) = idle_sse {
+    if let Some((per, before, after)) = idle.sse {
         let ratio = d_rss.map(|d| per / d).unwrap_or(f64::NAN);
         md += &format!(
             "| wsdrain, idle SSE streams (EventSource) | {per:.0} | {:.2} | {ratio:.2} | {before} | {after} |\n",
             per / 1024.0
         );
         rss_json.push(json!({
-            "contender": "wsdrain_sse", "connections": s.idle_conns, "bytes_per_conn": per,
+            "contender": "wsdrain_sse", "connections": idle_conns, "bytes_per_conn": per,
             "kib_per_conn": per / 1024.0, "ratio_to_direct": ratio,
             "rss_before_kib": before, "rss_after_kib": after,
         }));
     }
+    (md, rss_json)
+}
+
+/// The targets (issues 6 and 17), measured, never asserted: the table and its JSON.
+fn targets_table(
+    scenarios: &[(String, usize, usize)],
+    results: &Results,
+    summaries: &BTreeMap<(String, Kind), Summary>,
+    idle: &Idle,
+) -> (String, Vec<Value>) {
+    let mut md = String::new();
     // Targets (issues 6 and 17), measured (never asserted). Comparisons are paired: the
     // contenders of one round run back to back under the same machine state, so each
     // round gives a ratio and the median of those ratios decides; the ratio of the
@@ -692,7 +693,7 @@ fn main() {
         );
         targets.push(json!({"target": what, "measured": value, "met": met}));
     };
-    for (name, _, size) in &scenarios {
+    for (name, _, size) in scenarios {
         if *size > 1024 {
             continue;
         }
@@ -747,7 +748,7 @@ fn main() {
             );
         }
     }
-    if let Some(&(per, _, _)) = rss.get(&Kind::Wsdrain) {
+    if let Some(&(per, _, _)) = idle.rss.get(&Kind::Wsdrain) {
         let kib = per / 1024.0;
         md += &format!(
             "| wsdrain RSS per idle connection ≤ 3 KiB | {kib:.2} KiB | {} |\n",
@@ -757,6 +758,86 @@ fn main() {
             json!({"target": "wsdrain idle KiB/conn <= 3", "measured": kib, "met": kib <= 3.0}),
         );
     }
+    (md, targets)
+}
+
+/// The echo scenarios (name, connections, message size), each run for every contender
+/// round by round.
+fn scenarios(s: &Settings) -> Vec<(String, usize, usize)> {
+    let all: Vec<(String, usize, usize)> = vec![
+        (format!("small_{}", s.small_conns[0]), s.small_conns[0], 64),
+        (format!("small_{}", s.small_conns[1]), s.small_conns[1], 64),
+        ("large_64k".to_string(), s.big_conns, 64 * 1024),
+    ];
+    // `WSDRAIN_BENCH_SCENARIOS=small_50` runs only those load scenarios (experiments).
+    match std::env::var("WSDRAIN_BENCH_SCENARIOS") {
+        Ok(only) => all
+            .into_iter()
+            .filter(|(name, _, _)| only.split(',').any(|o| o.trim() == name))
+            .collect(),
+        Err(_) => all,
+    }
+}
+
+fn main() {
+    if run_child_mode() {
+        return;
+    }
+    let nofile = raise_nofile();
+    let s = settings();
+    let smoke = smoke();
+    let kinds = contenders();
+    eprintln!(
+        "proxies bench ({}), nofile {nofile}, contenders: {}",
+        if smoke { "smoke" } else { "full" },
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rt = runtime();
+    let app_port = free_port();
+    let _app = spawn_echo_app(app_port);
+    let mut info = machine_info();
+    let load_before = info.get("loadavg").cloned().unwrap_or_default();
+
+    let mut procs: BTreeMap<Kind, (Option<Proc>, u16)> = BTreeMap::new();
+    rt.block_on(wait_ready(app_port, "echo app"));
+    for &k in &kinds {
+        let (p, port) = start(k, app_port);
+        wait_for(&rt, k, port);
+        procs.insert(k, (p, port));
+    }
+
+    let scenarios = scenarios(&s);
+    // `WSDRAIN_BENCH_ONLY=idle` skips the load runs (memory experiments), `=load` the
+    // idle-memory runs.
+    let only = std::env::var("WSDRAIN_BENCH_ONLY").unwrap_or_default();
+    let rounds = if only == "idle" { 0 } else { s.rounds };
+    let results = echo_rounds(&rt, &kinds, &procs, &scenarios, &s, rounds);
+    // The push scenario (benches/common/push.rs): the app bursts to every client. Its
+    // clients speak plain `ws://`, so the TLS rows are left out of it.
+    let push = (rounds > 0).then(|| {
+        let list: Vec<(&str, u16, Option<&Proc>)> = kinds
+            .iter()
+            .filter(|k| !k.tls())
+            .map(|k| (k.name(), procs[k].1, procs[k].0.as_ref()))
+            .collect();
+        run_push_scenario(&rt, &list, &push_sizes_wanted(), push_settings(s.rounds))
+    });
+    drop(procs);
+
+    let idle = idle_memory(&rt, if only == "load" { &[] } else { &kinds }, app_port, &s);
+    info.insert("loadavg_before".into(), load_before);
+    info.insert("loadavg_after".into(), loadavg());
+    info.remove("loadavg");
+
+    let (mut md, json_rows, summaries) = echo_tables(&scenarios, &kinds, &results);
+    let (idle_md, rss_json) = idle_table(&idle, s.idle_conns);
+    md += &idle_md;
+    let (targets_md, targets) = targets_table(&scenarios, &results, &summaries, &idle);
+    md += &targets_md;
     if let Some((push_md, _, _)) = &push {
         md += push_md;
     }
