@@ -861,6 +861,126 @@ fn max_min_ratio(conns: &[u64]) -> Option<f64> {
     (min > 0).then(|| max as f64 / min as f64)
 }
 
+/// The sampler thread: connections per pod (and whether the ingress has it up) every
+/// 100 ms, CPU of the ingress and each sidecar every second, until `sampling` is cleared.
+fn spawn_sampler(
+    samples: Arc<Mutex<Samples>>,
+    sampling: Arc<AtomicBool>,
+    sock: std::path::PathBuf,
+    pids: Arc<Mutex<Vec<(String, i32)>>>,
+    ingress_pid: i32,
+    t0: f64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last_cpu: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        let mut next_cpu = mono_ms();
+        while sampling.load(Ordering::SeqCst) {
+            let now = mono_ms();
+            let t = (now - t0) / 1000.0;
+            let st = server_states(&sock);
+            {
+                let mut sm = samples.lock().unwrap();
+                sm.conns
+                    .push((t, st.iter().map(|(n, _, c)| (n.clone(), *c)).collect()));
+                sm.up.push((
+                    t,
+                    st.iter()
+                        .map(|(n, s, _)| (n.clone(), s.starts_with("UP")))
+                        .collect(),
+                ));
+            }
+            if now >= next_cpu {
+                next_cpu = now + 1000.0;
+                let mut groups = vec![("haproxy".to_string(), ingress_pid)];
+                groups.extend(pids.lock().unwrap().iter().cloned());
+                for (name, pid) in groups {
+                    let cpu = group_cpu_secs(pid);
+                    if let Some((t_prev, c_prev)) = last_cpu.get(&name) {
+                        let pct = 100.0 * (cpu - c_prev) / ((now - t_prev) / 1000.0);
+                        let mut sm = samples.lock().unwrap();
+                        if name == "haproxy" {
+                            sm.ingress_cpu.push((t, pct));
+                        } else {
+                            let e = sm.sidecar_cpu_peak.entry(name.clone()).or_insert(0.0);
+                            *e = e.max(pct);
+                        }
+                    }
+                    last_cpu.insert(name, (now, cpu));
+                }
+            }
+            let spent = mono_ms() - now;
+            std::thread::sleep(Duration::from_secs_f64((100.0 - spent).max(10.0) / 1000.0));
+        }
+    })
+}
+
+/// What the sampler saw, as the report gives it: the per-pod connection series, how
+/// long each old pod stayed in the balancer after its termination began, and CPU peaks.
+struct SampleReport {
+    t_series: Vec<f64>,
+    pods_series: serde_json::Map<String, Value>,
+    out_of_balancer: Vec<Value>,
+    ingress_peak: f64,
+    sidecar_peaks: BTreeMap<String, f64>,
+    sidecar_peak: f64,
+}
+
+fn sample_report(smp: &Samples, pods: usize, terms: &[Termination]) -> SampleReport {
+    // The per-pod series, one value per 100 ms sample.
+    let pod_names: Vec<String> = (0..2 * pods).map(|i| format!("p{i}")).collect();
+    let t_series: Vec<f64> = smp
+        .conns
+        .iter()
+        .map(|(t, _)| (t * 100.0).round() / 100.0)
+        .collect();
+    let mut pods_series = serde_json::Map::new();
+    for n in &pod_names {
+        pods_series.insert(
+            n.clone(),
+            json!(
+                smp.conns
+                    .iter()
+                    .map(|(_, m)| m.get(n).copied().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            ),
+        );
+    }
+    // How long each old pod stayed in the balancer after its termination began.
+    let mut out_of_balancer = Vec::new();
+    for t in terms {
+        let name = format!("p{}", t.pod);
+        let gone = smp
+            .up
+            .iter()
+            .find(|(ts, m)| *ts >= t.started_s && !m.get(&name).copied().unwrap_or(false))
+            .map(|(ts, _)| ts - t.started_s);
+        out_of_balancer.push(json!({"pod": name, "removed_after_s": gone}));
+    }
+    let ingress_peak = smp.ingress_cpu.iter().map(|(_, c)| *c).fold(0.0, f64::max);
+    let sidecar_peaks: BTreeMap<String, f64> = smp
+        .sidecar_cpu_peak
+        .iter()
+        .map(|(k, v)| (k.clone(), (v * 10.0).round() / 10.0))
+        .collect();
+    let sidecar_peak = if sidecar_peaks.is_empty() {
+        f64::NAN
+    } else {
+        sidecar_peaks.values().copied().fold(0.0, f64::max)
+    };
+    SampleReport {
+        t_series,
+        pods_series,
+        out_of_balancer,
+        ingress_peak,
+        sidecar_peaks,
+        sidecar_peak,
+    }
+}
+
+/// One contender's rolling update, start to report. What is left here is the run's
+/// choreography in order (ingress, old pods, clients, sampler, the rollout, stopping the
+/// clients before the apps so the counts are final), over processes whose lifetimes
+/// that order sets; the counting and the report's parts are the functions above.
 fn run_one(
     run: usize,
     c: &Contender,
@@ -934,56 +1054,14 @@ fn run_one(
             .filter_map(|p| p.sidecar.as_ref().map(|w| (p.server(), w.pid())))
             .collect(),
     ));
-    let sampler = {
-        let (samples, sampling, sock, pids) = (
-            samples.clone(),
-            sampling.clone(),
-            sock.clone(),
-            sidecar_pids.clone(),
-        );
-        let ingress_pid = ingress.pid();
-        std::thread::spawn(move || {
-            let mut last_cpu: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-            let mut next_cpu = mono_ms();
-            while sampling.load(Ordering::SeqCst) {
-                let now = mono_ms();
-                let t = (now - t0) / 1000.0;
-                let st = server_states(&sock);
-                {
-                    let mut sm = samples.lock().unwrap();
-                    sm.conns
-                        .push((t, st.iter().map(|(n, _, c)| (n.clone(), *c)).collect()));
-                    sm.up.push((
-                        t,
-                        st.iter()
-                            .map(|(n, s, _)| (n.clone(), s.starts_with("UP")))
-                            .collect(),
-                    ));
-                }
-                if now >= next_cpu {
-                    next_cpu = now + 1000.0;
-                    let mut groups = vec![("haproxy".to_string(), ingress_pid)];
-                    groups.extend(pids.lock().unwrap().iter().cloned());
-                    for (name, pid) in groups {
-                        let cpu = group_cpu_secs(pid);
-                        if let Some((t_prev, c_prev)) = last_cpu.get(&name) {
-                            let pct = 100.0 * (cpu - c_prev) / ((now - t_prev) / 1000.0);
-                            let mut sm = samples.lock().unwrap();
-                            if name == "haproxy" {
-                                sm.ingress_cpu.push((t, pct));
-                            } else {
-                                let e = sm.sidecar_cpu_peak.entry(name.clone()).or_insert(0.0);
-                                *e = e.max(pct);
-                            }
-                        }
-                        last_cpu.insert(name, (now, cpu));
-                    }
-                }
-                let spent = mono_ms() - now;
-                std::thread::sleep(Duration::from_secs_f64((100.0 - spent).max(10.0) / 1000.0));
-            }
-        })
-    };
+    let sampler = spawn_sampler(
+        samples.clone(),
+        sampling.clone(),
+        sock.clone(),
+        sidecar_pids.clone(),
+        ingress.pid(),
+        t0,
+    );
     let conns_of = |server: &str| -> u64 {
         server_states(&sock)
             .iter()
@@ -1115,154 +1193,41 @@ fn run_one(
     drop(ingress);
     drop(clients);
 
-    // The clients' side.
-    let mut sent = 0;
-    let mut echoed = 0;
-    let mut mismatched = 0;
-    let mut unanswered_close = 0;
-    let mut unanswered_abrupt = 0;
-    let mut connected_at_stop = 0;
-    let mut waiting_at_stop = 0;
-    let mut events: Vec<(f64, String, bool)> = Vec::new();
-    let mut stalls: Vec<(f64, f64)> = Vec::new();
-    for out in &outs {
-        let text = std::fs::read_to_string(out)
-            .map_err(|e| format!("client results {}: {e}", out.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("client results: {e}"))?;
-        let n = |k: &str| v[k].as_u64().unwrap_or(0);
-        sent += n("sent");
-        echoed += n("echoed");
-        mismatched += n("mismatched");
-        unanswered_close += n("unanswered_after_close_frame");
-        unanswered_abrupt += n("unanswered_after_abrupt_end");
-        connected_at_stop += n("connected_at_stop");
-        waiting_at_stop += n("waiting_at_stop");
-        if let Some(st) = v["stalls"].as_array() {
-            for e in st {
-                if let (Some(t), Some(ms)) = (e[0].as_f64(), e[1].as_f64()) {
-                    stalls.push(((t - t0) / 1000.0, ms));
-                }
-            }
-        }
-        if let Some(evs) = v["events"].as_array() {
-            for e in evs {
-                if let (Some(t), Some(k), Some(h)) = (e[0].as_f64(), e[1].as_str(), e[2].as_bool())
-                {
-                    events.push(((t - t0) / 1000.0, k.to_string(), h));
-                }
-            }
-        }
-    }
+    let ClientResults {
+        sent,
+        echoed,
+        mismatched,
+        unanswered_close,
+        unanswered_abrupt,
+        connected_at_stop,
+        waiting_at_stop,
+        events,
+        stalls,
+    } = read_client_results(&outs, t0)?;
     let _ = std::fs::remove_dir_all(&dir);
 
     // Reconnects per 100 ms from 1 s before the rollout to the end of the span.
     let origin = -1.0;
     let span_end = rollout_s + s.after_s;
     let nbins = ((span_end - origin) * 1000.0 / BIN_MS).ceil() as usize + 1;
-    let mut bins = vec![0u64; nbins];
-    let mut bins_honour = vec![0u64; nbins];
-    let mut reconnects = 0u64;
-    let mut close_codes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut hints = 0u64;
-    let mut without_close = 0u64;
-    let mut fails: BTreeMap<String, u64> = BTreeMap::new();
-    for (t, k, honour) in &events {
-        if k == "connect" {
-            reconnects += 1;
-            if *t >= origin {
-                let i = (((t - origin) * 1000.0 / BIN_MS) as usize).min(nbins - 1);
-                bins[i] += 1;
-                if *honour {
-                    bins_honour[i] += 1;
-                }
-            }
-        } else if let Some(rest) = k.strip_prefix("close:") {
-            let (code, hint) = rest.split_once(':').unwrap_or((rest, "-"));
-            *close_codes.entry(code.to_string()).or_default() += 1;
-            if hint != "-" {
-                hints += 1;
-            }
-        } else if k == "eof" || k == "reset" {
-            without_close += 1;
-            *close_codes
-                .entry(format!("no close frame ({k})"))
-                .or_default() += 1;
-        } else if let Some(kind) = k.strip_prefix("fail:") {
-            *fails.entry(kind.to_string()).or_default() += 1;
-        }
-    }
+    let Arrivals {
+        bins,
+        bins_honour,
+        reconnects,
+        close_codes,
+        hints,
+        without_close,
+        fails,
+    } = count_arrivals(&events, origin, nbins);
     let peak = bins.iter().copied().max().unwrap_or(0);
     let peak_at =
         bins.iter().position(|&b| b == peak).unwrap_or(0) as f64 * BIN_MS / 1000.0 + origin;
     let per_s: Vec<u64> = bins.chunks(10).map(|c| c.iter().sum()).collect();
     let peak_per_s = per_s.iter().copied().max().unwrap_or(0);
-    // Against the fleet budget: arrivals of the clients that honour the hint, per second
-    // and per 100 ms, and of those that do not, per second (reported apart).
-    let honour_per_s: Vec<u64> = bins_honour.chunks(10).map(|c| c.iter().sum()).collect();
-    let ignore_per_s: Vec<u64> = bins
-        .chunks(10)
-        .zip(bins_honour.chunks(10))
-        .map(|(a, h)| a.iter().sum::<u64>() - h.iter().sum::<u64>())
-        .collect();
-    let fleet_row = c.fleet.map(|f| {
-        let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
-        // Each group of clients gets its share of the budget (half each, or all of it
-        // for the honouring clients with WSDRAIN_ROLLOUT_HONOUR=all).
-        let share = honour_share();
-        let share_r = f.rate * share;
-        let ignore_r = f.rate * (1.0 - share);
-        json!({
-            "fleet_max_rate": f.rate,
-            "max_concurrent_drains": f.k,
-            "disruption": format!("{:?}", f.disruption),
-            "honouring_peak_per_s": max(&honour_per_s),
-            "honouring_peak_per_100ms": max(&bins_honour),
-            "honouring_share": share,
-            "honouring_peak_per_s_to_share_r": max(&honour_per_s) as f64 / share_r,
-            "honouring_peak_per_100ms_to_share_r": max(&bins_honour) as f64 / (share_r * BIN_MS / 1000.0),
-            "ignoring_peak_per_s": max(&ignore_per_s),
-            "ignoring_peak_per_s_to_share_r": (ignore_r > 0.0).then(|| max(&ignore_per_s) as f64 / ignore_r),
-            "all_peak_per_s_to_r": peak_per_s as f64 / f.rate,
-        })
-    });
-    // The rate the drains' own schedules add up to. Each old pod closes its n
-    // connections evenly over the window W from the end of its announce phase. The
-    // hint-ignoring half reconnects 1 s ± 0.5 s later: n/2 ÷ W, shifted by 1 s. The
-    // honouring half arrives evenly over W + jitter (close + hint): n/2 ÷ (W + J).
-    // The expected peak is the largest sum of these over the overlapping drains.
-    let expected = if c.kind == Kind::Wsdrain && c.window_s > 0.0 {
-        let mut env = vec![0.0f64; nbins];
-        let backoff_s = BACKOFF_MS / 1000.0;
-        let bin_s = BIN_MS / 1000.0;
-        for t in &terms {
-            let start = t.started_s + s.delay_s;
-            let honouring = t.conns_at_start as f64 * honour_share();
-            let ignoring = t.conns_at_start as f64 - honouring;
-            let w = c.fleet.map_or(c.window_s, |f| {
-                f.stagger_s(c.window_s, t.conns_at_start as f64)
-            });
-            let boxes = [
-                (start + backoff_s, w, ignoring),
-                (start, w + s.jitter_s, honouring),
-            ];
-            for (i, e) in env.iter_mut().enumerate() {
-                let bt = origin + i as f64 * bin_s;
-                for (from, len, n) in boxes {
-                    if bt >= from && bt < from + len {
-                        *e += n * bin_s / len;
-                    }
-                }
-            }
-        }
-        if c.max_age {
-            // Connections retired for their age, at most --rebalance-rate per pod.
-            let add = s.rebalance_rate * s.pods as f64 * bin_s;
-            env.iter_mut().for_each(|e| *e += add);
-        }
-        env.iter().copied().fold(0.0, f64::max)
-    } else {
-        f64::NAN
-    };
+    let fleet_row = c
+        .fleet
+        .map(|f| fleet_row(&f, &bins, &bins_honour, peak_per_s));
+    let expected = expected_peak(c, s, &terms, origin, nbins);
     let first_reconnect = events
         .iter()
         .filter(|(t, k, _)| k == "connect" && *t >= origin)
@@ -1275,48 +1240,14 @@ fn run_one(
         .fold(f64::NEG_INFINITY, f64::max);
     let span = (last_reconnect - first_reconnect).max(BIN_MS / 1000.0);
     let naive_even = reconnects as f64 * BIN_MS / 1000.0 / span;
-    let smp = samples.lock().unwrap();
-    // The per-pod series, one value per 100 ms sample.
-    let pod_names: Vec<String> = (0..2 * s.pods).map(|i| format!("p{i}")).collect();
-    let t_series: Vec<f64> = smp
-        .conns
-        .iter()
-        .map(|(t, _)| (t * 100.0).round() / 100.0)
-        .collect();
-    let mut pods_series = serde_json::Map::new();
-    for n in &pod_names {
-        pods_series.insert(
-            n.clone(),
-            json!(
-                smp.conns
-                    .iter()
-                    .map(|(_, m)| m.get(n).copied().unwrap_or(0))
-                    .collect::<Vec<_>>()
-            ),
-        );
-    }
-    // How long each old pod stayed in the balancer after its termination began.
-    let mut out_of_balancer = Vec::new();
-    for t in &terms {
-        let name = format!("p{}", t.pod);
-        let gone = smp
-            .up
-            .iter()
-            .find(|(ts, m)| *ts >= t.started_s && !m.get(&name).copied().unwrap_or(false))
-            .map(|(ts, _)| ts - t.started_s);
-        out_of_balancer.push(json!({"pod": name, "removed_after_s": gone}));
-    }
-    let ingress_peak = smp.ingress_cpu.iter().map(|(_, c)| *c).fold(0.0, f64::max);
-    let sidecar_peaks: BTreeMap<String, f64> = smp
-        .sidecar_cpu_peak
-        .iter()
-        .map(|(k, v)| (k.clone(), (v * 10.0).round() / 10.0))
-        .collect();
-    let sidecar_peak = if sidecar_peaks.is_empty() {
-        f64::NAN
-    } else {
-        sidecar_peaks.values().copied().fold(0.0, f64::max)
-    };
+    let SampleReport {
+        t_series,
+        pods_series,
+        out_of_balancer,
+        ingress_peak,
+        sidecar_peaks,
+        sidecar_peak,
+    } = sample_report(&samples.lock().unwrap(), s.pods, &terms);
     let lost = sent.saturating_sub(received);
     eprintln!(
         "  reconnects {reconnects}, peak {peak}/100 ms at {peak_at:+.1} s ({peak_per_s}/s), expected (sum of overlapping drains) {expected:.1}/100 ms, without close frame {without_close}, sent {sent}, received {received}, lost {lost}, connected at stop {connected_at_stop}/{}",
@@ -1396,6 +1327,207 @@ fn run_one(
         "fleet": fleet_row,
         "error": failed,
     }))
+}
+
+/// What the client processes wrote at the end, summed, with their event times made
+/// relative to the rollout's start `t0` (ms).
+struct ClientResults {
+    sent: u64,
+    echoed: u64,
+    mismatched: u64,
+    unanswered_close: u64,
+    unanswered_abrupt: u64,
+    connected_at_stop: u64,
+    waiting_at_stop: u64,
+    /// (seconds, what happened, whether the client honours the hint)
+    events: Vec<(f64, String, bool)>,
+    /// (seconds, stall in ms)
+    stalls: Vec<(f64, f64)>,
+}
+
+fn read_client_results(outs: &[std::path::PathBuf], t0: f64) -> Result<ClientResults, String> {
+    let mut sent = 0;
+    let mut echoed = 0;
+    let mut mismatched = 0;
+    let mut unanswered_close = 0;
+    let mut unanswered_abrupt = 0;
+    let mut connected_at_stop = 0;
+    let mut waiting_at_stop = 0;
+    let mut events: Vec<(f64, String, bool)> = Vec::new();
+    let mut stalls: Vec<(f64, f64)> = Vec::new();
+    for out in outs {
+        let text = std::fs::read_to_string(out)
+            .map_err(|e| format!("client results {}: {e}", out.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("client results: {e}"))?;
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        sent += n("sent");
+        echoed += n("echoed");
+        mismatched += n("mismatched");
+        unanswered_close += n("unanswered_after_close_frame");
+        unanswered_abrupt += n("unanswered_after_abrupt_end");
+        connected_at_stop += n("connected_at_stop");
+        waiting_at_stop += n("waiting_at_stop");
+        if let Some(st) = v["stalls"].as_array() {
+            for e in st {
+                if let (Some(t), Some(ms)) = (e[0].as_f64(), e[1].as_f64()) {
+                    stalls.push(((t - t0) / 1000.0, ms));
+                }
+            }
+        }
+        if let Some(evs) = v["events"].as_array() {
+            for e in evs {
+                if let (Some(t), Some(k), Some(h)) = (e[0].as_f64(), e[1].as_str(), e[2].as_bool())
+                {
+                    events.push(((t - t0) / 1000.0, k.to_string(), h));
+                }
+            }
+        }
+    }
+    Ok(ClientResults {
+        sent,
+        echoed,
+        mismatched,
+        unanswered_close,
+        unanswered_abrupt,
+        connected_at_stop,
+        waiting_at_stop,
+        events,
+        stalls,
+    })
+}
+
+/// The clients' events counted: reconnects per 100 ms bin (all, and of the clients that
+/// honour the hint) from `origin` on, close codes, hints, ends without a close frame and
+/// connect failures.
+struct Arrivals {
+    bins: Vec<u64>,
+    bins_honour: Vec<u64>,
+    reconnects: u64,
+    close_codes: BTreeMap<String, u64>,
+    hints: u64,
+    without_close: u64,
+    fails: BTreeMap<String, u64>,
+}
+
+fn count_arrivals(events: &[(f64, String, bool)], origin: f64, nbins: usize) -> Arrivals {
+    let mut bins = vec![0u64; nbins];
+    let mut bins_honour = vec![0u64; nbins];
+    let mut reconnects = 0u64;
+    let mut close_codes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut hints = 0u64;
+    let mut without_close = 0u64;
+    let mut fails: BTreeMap<String, u64> = BTreeMap::new();
+    for (t, k, honour) in events {
+        if k == "connect" {
+            reconnects += 1;
+            if *t >= origin {
+                let i = (((t - origin) * 1000.0 / BIN_MS) as usize).min(nbins - 1);
+                bins[i] += 1;
+                if *honour {
+                    bins_honour[i] += 1;
+                }
+            }
+        } else if let Some(rest) = k.strip_prefix("close:") {
+            let (code, hint) = rest.split_once(':').unwrap_or((rest, "-"));
+            *close_codes.entry(code.to_string()).or_default() += 1;
+            if hint != "-" {
+                hints += 1;
+            }
+        } else if k == "eof" || k == "reset" {
+            without_close += 1;
+            *close_codes
+                .entry(format!("no close frame ({k})"))
+                .or_default() += 1;
+        } else if let Some(kind) = k.strip_prefix("fail:") {
+            *fails.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    Arrivals {
+        bins,
+        bins_honour,
+        reconnects,
+        close_codes,
+        hints,
+        without_close,
+        fails,
+    }
+}
+
+/// Arrivals against the fleet budget: of the clients that honour the hint, per second
+/// and per 100 ms, and of those that do not, per second (reported apart).
+fn fleet_row(f: &Fleet, bins: &[u64], bins_honour: &[u64], peak_per_s: u64) -> Value {
+    let honour_per_s: Vec<u64> = bins_honour.chunks(10).map(|c| c.iter().sum()).collect();
+    let ignore_per_s: Vec<u64> = bins
+        .chunks(10)
+        .zip(bins_honour.chunks(10))
+        .map(|(a, h)| a.iter().sum::<u64>() - h.iter().sum::<u64>())
+        .collect();
+    let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
+    // Each group of clients gets its share of the budget (half each, or all of it
+    // for the honouring clients with WSDRAIN_ROLLOUT_HONOUR=all).
+    let share = honour_share();
+    let share_r = f.rate * share;
+    let ignore_r = f.rate * (1.0 - share);
+    json!({
+        "fleet_max_rate": f.rate,
+        "max_concurrent_drains": f.k,
+        "disruption": format!("{:?}", f.disruption),
+        "honouring_peak_per_s": max(&honour_per_s),
+        "honouring_peak_per_100ms": max(bins_honour),
+        "honouring_share": share,
+        "honouring_peak_per_s_to_share_r": max(&honour_per_s) as f64 / share_r,
+        "honouring_peak_per_100ms_to_share_r": max(bins_honour) as f64 / (share_r * BIN_MS / 1000.0),
+        "ignoring_peak_per_s": max(&ignore_per_s),
+        "ignoring_peak_per_s_to_share_r": (ignore_r > 0.0).then(|| max(&ignore_per_s) as f64 / ignore_r),
+        "all_peak_per_s_to_r": peak_per_s as f64 / f.rate,
+    })
+}
+
+fn expected_peak(
+    c: &Contender,
+    s: &Settings,
+    terms: &[Termination],
+    origin: f64,
+    nbins: usize,
+) -> f64 {
+    // The rate the drains' own schedules add up to. Each old pod closes its n
+    // connections evenly over the window W from the end of its announce phase. The
+    // hint-ignoring half reconnects 1 s ± 0.5 s later: n/2 ÷ W, shifted by 1 s. The
+    // honouring half arrives evenly over W + jitter (close + hint): n/2 ÷ (W + J).
+    // The expected peak is the largest sum of these over the overlapping drains.
+    if c.kind == Kind::Wsdrain && c.window_s > 0.0 {
+        let mut env = vec![0.0f64; nbins];
+        let backoff_s = BACKOFF_MS / 1000.0;
+        let bin_s = BIN_MS / 1000.0;
+        for t in terms {
+            let start = t.started_s + s.delay_s;
+            let honouring = t.conns_at_start as f64 * honour_share();
+            let ignoring = t.conns_at_start as f64 - honouring;
+            let w = c.fleet.map_or(c.window_s, |f| {
+                f.stagger_s(c.window_s, t.conns_at_start as f64)
+            });
+            let boxes = [
+                (start + backoff_s, w, ignoring),
+                (start, w + s.jitter_s, honouring),
+            ];
+            for (i, e) in env.iter_mut().enumerate() {
+                let bt = origin + i as f64 * bin_s;
+                for (from, len, n) in boxes {
+                    if bt >= from && bt < from + len {
+                        *e += n * bin_s / len;
+                    }
+                }
+            }
+        }
+        if c.max_age {
+            // Connections retired for their age, at most --rebalance-rate per pod.
+            let add = s.rebalance_rate * s.pods as f64 * bin_s;
+            env.iter_mut().for_each(|e| *e += add);
+        }
+        env.iter().copied().fold(0.0, f64::max)
+    } else {
+        f64::NAN
+    }
 }
 
 fn contenders(s: &Settings) -> Vec<(Contender, Vec<f64>)> {
