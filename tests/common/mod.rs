@@ -20,7 +20,30 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// A free loopback address (bound, then released for a child process to take).
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
+/// default), where no outgoing connection is ever given a local port: a port released
+/// by `bind(0)` could be handed to another test's client connection before the child
+/// binds it (seen in CI: "binding the admin address …: Address already in use"). Each
+/// call takes the next port of a sequence that starts at a per-process offset, so the
+/// tests of one binary, which run in parallel, never pick the same one.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&low_ephemeral| low_ephemeral > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = LOW + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if let Ok(l) = StdListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("a bound listener's address");
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
