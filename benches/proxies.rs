@@ -660,7 +660,7 @@ fn idle_table(idle: &Idle, idle_conns: usize) -> (String, Vec<Value>) {
     (md, rss_json)
 }
 
-/// The targets (issues 6 and 17), measured, never asserted: the table and its JSON.
+/// The performance targets, measured, never asserted: the table and its JSON.
 fn targets_table(
     scenarios: &[(String, usize, usize)],
     results: &Results,
@@ -668,7 +668,7 @@ fn targets_table(
     idle: &Idle,
 ) -> (String, Vec<Value>) {
     let mut md = String::new();
-    // Targets (issues 6 and 17), measured (never asserted). Comparisons are paired: the
+    // Targets, measured (never asserted). Comparisons are paired: the
     // contenders of one round run back to back under the same machine state, so each
     // round gives a ratio and the median of those ratios decides; the ratio of the
     // medians is shown beside it.

@@ -24,7 +24,7 @@ use crate::connection::{accept_client, connect_app, relay_connection};
 use crate::log_limit::LogLimit;
 use crate::metrics::{ErrorKind, Rejection};
 use crate::state::Sidecar;
-use crate::tls::{self, Socket, Tls};
+use crate::tls::{Socket, Tls};
 
 /// Accepts client connections until the process ends; over TLS when `tls` is given.
 pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc<Tls>>) {
@@ -66,7 +66,7 @@ async fn serve_one(
     let stream = match tls {
         None => Socket::Plain(stream),
         Some(tls) => match tls.accept(stream).await {
-            Some(s) => tls::into_socket(s),
+            Some(s) => Socket::Tls(s),
             None => return,
         },
     };

@@ -79,7 +79,7 @@ async fn upgrade_path_is_origin_form_without_hop_by_hop() {
     proxy.assert_sound();
 }
 
-/// Item 4, the request side: `Upgrade: h2c, websocket` is a WebSocket request (RFC 6455
+/// The request side: `Upgrade: h2c, websocket` is a WebSocket request (RFC 6455
 /// §4.2.1 asks only that the header contain `websocket`), and the app is offered
 /// `websocket` alone, so it cannot pick another protocol that wsdrain would then frame.
 /// An upgrade that does not offer `websocket` at all takes the plain path, where
@@ -116,7 +116,7 @@ async fn only_websocket_is_offered_to_the_app() {
     proxy.assert_sound();
 }
 
-/// Item 4, the answer side: a 101 that does not switch to `websocket` (another
+/// The answer side: a 101 that does not switch to `websocket` (another
 /// protocol, or no `Upgrade` header at all) is never relayed as WebSocket: the client
 /// gets a 502, nothing is registered as a connection, and so nothing can later be
 /// parsed as frames or get a close frame injected.

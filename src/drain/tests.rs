@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::registry::Refused;
 
-/// What a relay does with the drain when it ends (`conn::relay_connection`).
+/// What a relay does with the drain when it ends (`connection::relay_connection`).
 /// `step` lines the threads up at each point where another thread's relay may run.
 fn relay_ended(
     drain: &Drain,

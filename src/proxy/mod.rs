@@ -66,7 +66,9 @@ pub async fn serve(sidecar: Arc<Sidecar>, listener: TcpListener, tls: Option<Arc
         let tls = tls.clone();
         {
             async move {
-                let Some(addrs) = accept_client(&sidecar.settings.client, &sidecar.metrics, &mut stream, peer).await else {
+                let settings = &sidecar.settings.client;
+                let accepted = accept_client(settings, &sidecar.metrics, &mut stream, peer).await;
+                let Some(addrs) = accepted else {
                     return;
                 };
                 // Waiting for the first request head: one of MAX_PENDING_HEADS seats,

@@ -209,7 +209,7 @@ fn client_parts(upgraded: Upgraded) -> Option<(Socket, Bytes)> {
     let parts = upgraded
         .downcast::<TokioIo<Box<tls::TlsTransport>>>()
         .ok()?;
-    Some((tls::into_socket(parts.io.into_inner()), parts.read_buf))
+    Some((Socket::Tls(parts.io.into_inner()), parts.read_buf))
 }
 
 async fn relay_when_upgraded(

@@ -11,7 +11,7 @@
 //! one most likely to be a stalled or hostile client). Failures are counted by kind;
 //! a client that connects and leaves without a word (a TCP health check) is not one.
 //!
-//! Flow: an accepted socket in from the connection's accept step (`conn`, after any
+//! Flow: an accepted socket in from the connection's accept step (`connection`, after any
 //! PROXY header); a [`TlsTransport`] out, which hyper serves (the HTTP front end,
 //! `proxy`) and the relay drives (after an upgrade, or in `tcp_mode`). This module
 //! imports neither: they call it.
@@ -142,11 +142,6 @@ impl Tls {
             }
         }
     }
-}
-
-/// A finished handshake as the relay takes it (hyper may have served requests over it).
-pub fn into_socket(stream: Box<TlsTransport>) -> Socket {
-    Socket::Tls(stream)
 }
 
 /// The handshakes in progress, oldest first, each with the signal that drops it.
